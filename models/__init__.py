@@ -1,0 +1,16 @@
+"""Persistence: the SQL schema (the source of truth for every item) and the store over it."""
+
+from models.base import Base
+from models.entities import Attempt, Batch, Item, Result
+from models.states import AttemptOutcome, BatchState, ItemState
+
+__all__ = [
+    "Attempt",
+    "AttemptOutcome",
+    "Base",
+    "Batch",
+    "BatchState",
+    "Item",
+    "ItemState",
+    "Result",
+]

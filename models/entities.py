@@ -1,0 +1,176 @@
+"""The tables: a batch of items, each item's attempts, and at most one result per item."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, PortableJSON, UTCDateTime, utcnow
+from models.states import AttemptOutcome, BatchState, ItemState
+
+# BigInteger ids for rows counted in millions; SQLite needs INTEGER to alias its rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _enum(enum_type: type[Any], name: str) -> Enum:
+    # Stored as the lowercase value in a VARCHAR with a CHECK: portable, and readable in psql.
+    return Enum(
+        enum_type,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str | None] = mapped_column(String(40))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    result_schema: Mapped[dict[str, Any] | None] = mapped_column(PortableJSON)
+    # Every request option (pixels, rotation, max_tokens, stream, sampling), as the client's
+    # RecognizeOptions.to_dict(): the worker rebuilds the request from it.
+    options: Mapped[dict[str, Any]] = mapped_column(PortableJSON)
+    # How sources are read (e.g. s3_mode), separate from what the model is asked.
+    source_options: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    state: Mapped[BatchState] = mapped_column(
+        _enum(BatchState, "batch_state"), default=BatchState.RUNNING
+    )
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    total_items: Mapped[int] = mapped_column(Integer, default=0)
+    schedule_name: Mapped[str | None] = mapped_column(String(200))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    items: Mapped[list[Item]] = relationship(back_populates="batch", lazy="raise")
+
+    __table_args__ = (
+        # One batch per schedule slot, however often beat fires for it.
+        UniqueConstraint("schedule_name", "scheduled_for"),
+        Index("ix_batches_state_created_at", "state", "created_at"),
+    )
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text)
+    # What identifies the content without reading it: an S3 ETag, or size+mtime of a file.
+    fingerprint: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[ItemState] = mapped_column(
+        _enum(ItemState, "item_state"), default=ItemState.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error_code: Mapped[str | None] = mapped_column(String(100))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    # Not before this time (a retry's back-off); NULL means now.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a message for it was published; NULL means it is not in the broker.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    batch: Mapped[Batch] = relationship(back_populates="items", lazy="raise")
+    result: Mapped[Result | None] = relationship(back_populates="item", lazy="raise")
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "source"),
+        # Counts by state for one batch read only this index.
+        Index("ix_items_batch_id_state", "batch_id", "state"),
+        # The dispatcher's pick: queued, not in the broker, oldest first.
+        Index(
+            "ix_items_undispatched",
+            "batch_id",
+            "id",
+            sqlite_where=text("state = 'queued' AND dispatched_at IS NULL"),
+            postgresql_where=text("state = 'queued' AND dispatched_at IS NULL"),
+        ),
+        # The reaper's scans: expired leases, and messages the broker may have lost.
+        Index(
+            "ix_items_running_lease",
+            "lease_until",
+            sqlite_where=text("state = 'running'"),
+            postgresql_where=text("state = 'running'"),
+        ),
+        Index(
+            "ix_items_in_broker",
+            "dispatched_at",
+            sqlite_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
+            postgresql_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
+        ),
+    )
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    # The primary key is the item: at most one result per item, whatever crashes.
+    item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    kv_result: Mapped[Any | None] = mapped_column(PortableJSON)
+    words_info: Mapped[list[Any] | None] = mapped_column(PortableJSON)
+    parsed: Mapped[Any | None] = mapped_column(PortableJSON)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    image_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    # What a result cache keys on: the image's sha256 and the request options' fingerprint.
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    options_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    item: Mapped[Item] = relationship(back_populates="result", lazy="raise")
+
+    __table_args__ = (Index("ix_results_cache_key", "image_sha256", "options_fingerprint"),)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[AttemptOutcome] = mapped_column(_enum(AttemptOutcome, "attempt_outcome"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    retry_after: Mapped[float | None] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("item_id", "number"),)

@@ -1,0 +1,56 @@
+"""Item and batch states, and the one table of allowed item transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ItemState(StrEnum):
+    """Where one image stands. Stored as the lowercase value."""
+
+    QUEUED = "queued"  # waiting in SQL (maybe also in the broker, or waiting for a retry time)
+    RUNNING = "running"  # claimed by one worker under a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_ITEM_STATES = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED})
+
+# The item state machine, written once. Every transition in the store is one conditional
+# UPDATE whose WHERE clause names the states it may leave, taken from this table.
+ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
+    ItemState.QUEUED: frozenset({ItemState.RUNNING, ItemState.CANCELLED, ItemState.FAILED}),
+    # RUNNING -> QUEUED: a retry later, or a lease that expired under a dead worker.
+    ItemState.RUNNING: frozenset(
+        {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.QUEUED, ItemState.CANCELLED}
+    ),
+    ItemState.SUCCEEDED: frozenset(),
+    # `qocr retry` puts failed and cancelled items back in the queue.
+    ItemState.FAILED: frozenset({ItemState.QUEUED}),
+    ItemState.CANCELLED: frozenset({ItemState.QUEUED}),
+}
+
+
+def sources_of(target: ItemState) -> tuple[ItemState, ...]:
+    """The states from which ``target`` may be reached, for a transition's WHERE clause."""
+    return tuple(state for state, targets in ITEM_TRANSITIONS.items() if target in targets)
+
+
+class BatchState(StrEnum):
+    """Where a batch stands as a whole."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # every item reached a terminal state
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"  # a batch-wide error (invalid API key, unknown model): see stop_reason
+
+
+class AttemptOutcome(StrEnum):
+    """What one call to the provider ended in."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # a retryable error; the item was tried again
+    FAILED = "failed"  # a final error for this item
+    STOPPED = "stopped"  # an error that stopped the whole batch
+    DISCARDED = "discarded"  # the call succeeded but the lease had moved on: no result kept
