@@ -15,8 +15,18 @@ from qocr.errors import QocrError
 
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
+    "beat": "qocr.cli.schedule:beat",
+    "cancel": "qocr.cli.manage:cancel",
     "db": "qocr.cli.db:db",
     "emulator": "qocr.cli.emulator:emulator",
+    "results": "qocr.cli.results:results",
+    "retry": "qocr.cli.manage:retry",
+    "run": "qocr.cli.run:run",
+    "schedule": "qocr.cli.schedule:schedule",
+    "show": "qocr.cli.manage:show",
+    "status": "qocr.cli.status:status",
+    "submit": "qocr.cli.submit:submit",
+    "worker": "qocr.cli.worker:worker",
 }
 
 

@@ -1,0 +1,1 @@
+"""Turning sources into batches, dispatching their items, and scheduled runs."""

@@ -1,0 +1,151 @@
+"""Dispatch: keep a bounded window of items in the broker, and recover what was lost.
+
+Items live in SQL; only ``window`` of them are in Redis (or running) at a time, so a
+million-item batch costs the broker a few MB. Each tick also returns the items of dead
+workers (expired leases), re-dispatches messages the broker lost, and closes finished
+batches. One dispatcher is active per fleet (a Redis lock); the claim in SQL makes a
+duplicate message harmless anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from models.base import utcnow
+from models.store import Store
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+# A message not claimed this long after dispatch is taken as lost (a dispatched item waits
+# at most one window's drain time, a few minutes by design).
+LOST_AFTER = timedelta(minutes=15)
+LOCK_KEY = "qocr:dispatcher:lock"
+LOCK_TTL_MS = 15_000
+# Present while the broker keeps its data; gone after a restart without persistence.
+EPOCH_KEY = "qocr:broker:epoch"
+
+Publish = Callable[[Sequence[int]], None]
+
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def window_for(rpm: int) -> int:
+    """About two minutes of API capacity, within [50, 5000] messages."""
+    return max(50, min(5000, rpm * 2))
+
+
+@dataclass(frozen=True)
+class TickReport:
+    published: int
+    expired_leases: int
+    lost_messages: int
+    completed_batches: int
+    broker_reset: int
+
+
+class Dispatcher:
+    """One tick of dispatch and recovery; the loop and the lock are :class:`DispatchService`'s."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        window: int,
+        lost_after: timedelta = LOST_AFTER,
+        redis_client: Any | None = None,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.window = window
+        self.lost_after = lost_after
+        self.redis = redis_client
+
+    def tick(self) -> TickReport:
+        broker_reset = self._check_broker_epoch()
+        reaped = self.store.reap(utcnow(), self.lost_after)
+        if reaped.expired_leases:
+            log.warning("%d items had expired leases (dead worker?)", reaped.expired_leases)
+        completed = self.store.complete_finished_batches()
+        published = self.top_up()
+        return TickReport(
+            published=published,
+            expired_leases=reaped.expired_leases,
+            lost_messages=reaped.lost_messages,
+            completed_batches=len(completed),
+            broker_reset=broker_reset,
+        )
+
+    def top_up(self) -> int:
+        """Publish due items until the window is full; returns how many were published."""
+        room = self.window - self.store.in_flight_count()
+        item_ids = self.store.pick_for_dispatch(room)
+        if not item_ids:
+            return 0
+        try:
+            self.publish(item_ids)
+        except Exception:
+            # Not published means not dispatched: the next tick tries again.
+            self.store.unmark_dispatched(item_ids)
+            raise
+        return len(item_ids)
+
+    def _check_broker_epoch(self) -> int:
+        """When the broker lost its data, every dispatched message is gone: dispatch again."""
+        if self.redis is None:
+            return 0
+        if self.redis.set(EPOCH_KEY, uuid.uuid4().hex, nx=True):
+            reset = self.store.reset_dispatched()
+            if reset:
+                log.warning("broker has no epoch (restarted?): %d items dispatched again", reset)
+            return reset
+        return 0
+
+
+class DispatchService:
+    """Runs :meth:`Dispatcher.tick` every second in a thread while holding the fleet's lock."""
+
+    def __init__(self, dispatcher: Dispatcher, redis_client: Any) -> None:
+        self.dispatcher = dispatcher
+        self.redis = redis_client
+        self.identity = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qocr-dispatch", daemon=True)
+        self._renew = redis_client.register_script(_RENEW_LOCK)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        try:
+            if self.redis.get(LOCK_KEY) == self.identity.encode():
+                self.redis.delete(LOCK_KEY)
+        except Exception:
+            log.debug("could not release the dispatcher lock", exc_info=True)
+
+    def holds_lock(self) -> bool:
+        if self._renew(keys=[LOCK_KEY], args=[self.identity, LOCK_TTL_MS]):
+            return True
+        return bool(self.redis.set(LOCK_KEY, self.identity, nx=True, px=LOCK_TTL_MS))
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                if self.holds_lock():
+                    self.dispatcher.tick()
+            except Exception:
+                # Redis or the database is away: keep trying; nothing is lost meanwhile.
+                log.warning("dispatch tick failed", exc_info=True)

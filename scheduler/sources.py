@@ -1,0 +1,214 @@
+"""Expand what a user names (URLs, files, folders, S3 objects and prefixes, manifests) into items.
+
+Everything here is checked before a batch exists: a source that can never work (a missing
+local file, an unknown scheme, an unreadable manifest, a missing S3 bucket) raises a
+:class:`SourceError` naming its place, and the caller keeps nothing. Problems only the
+worker can see (a missing S3 key, an unreachable URL, a file that is not an image) end as
+failed items instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.store import SourceRow
+from qocr.errors import QocrError
+from qocr.s3 import parse_s3_uri
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"}
+)
+S3_PAGE_SIZE = 1000
+
+
+class SourceError(QocrError):
+    """A source that cannot become an item; ``where`` names the argument or manifest line."""
+
+    code = "source_invalid"
+
+    def __init__(self, message: str, *, code: str, where: str) -> None:
+        super().__init__(f"{where}: {message}", code=code)
+        self.where = where
+
+
+S3ClientFactory = Callable[[], "S3Client"]
+
+
+class SourceExpander:
+    """Turns source arguments into :class:`SourceRow` items, lazily (a manifest can be huge)."""
+
+    def __init__(self, s3_client: S3ClientFactory) -> None:
+        self._s3_factory = s3_client
+        self._s3: S3Client | None = None
+        self._checked_buckets: set[str] = set()
+
+    @property
+    def s3(self) -> S3Client:
+        if self._s3 is None:
+            self._s3 = self._s3_factory()
+        return self._s3
+
+    def expand(self, sources: list[str]) -> Iterator[SourceRow]:
+        for position, source in enumerate(sources, start=1):
+            yield from self._expand_one(source, where=f"source #{position} ({source})")
+
+    def _expand_one(
+        self, source: str, where: str, in_manifest: bool = False
+    ) -> Iterator[SourceRow]:
+        source = source.strip()
+        if source.startswith("@") and not in_manifest:
+            yield from self._manifest(Path(source[1:]))
+        elif source.startswith(("http://", "https://")):
+            yield SourceRow(source=source)
+        elif source.startswith("s3://"):
+            yield from self._s3_source(source, where)
+        elif "://" in source:
+            scheme = source.split("://", 1)[0]
+            raise SourceError(
+                f"unknown scheme {scheme}:// (use http(s)://, s3:// or a local path)",
+                code="source_unknown_scheme",
+                where=where,
+            )
+        else:
+            yield from self._local(Path(source), where)
+
+    def _local(self, path: Path, where: str) -> Iterator[SourceRow]:
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.suffix.lower() in IMAGE_SUFFIXES and found.is_file():
+                    yield _local_row(found)
+            return
+        if not path.is_file():
+            raise SourceError(f"no such file: {path}", code="source_not_found", where=where)
+        # An explicitly named file is taken whatever its name says: the worker reads its
+        # bytes, and a non-image ends as a failed item with the reason.
+        yield _local_row(path)
+
+    def _s3_source(self, uri: str, where: str) -> Iterator[SourceRow]:
+        try:
+            location = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise SourceError(str(exc), code="source_invalid", where=where) from None
+        self._check_bucket(location.bucket, where)
+        if not location.is_prefix:
+            # Not checked key by key (a manifest may list a million): a missing key fails
+            # its item at the worker.
+            yield SourceRow(source=uri)
+            return
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=location.bucket,
+            Prefix=location.key,
+            PaginationConfig={"PageSize": S3_PAGE_SIZE},
+        )
+        for page in pages:
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                if Path(key).suffix.lower() in IMAGE_SUFFIXES:
+                    yield SourceRow(
+                        source=f"s3://{location.bucket}/{key}",
+                        fingerprint=entry.get("ETag", "").strip('"') or None,
+                    )
+
+    def _check_bucket(self, bucket: str, where: str) -> None:
+        if bucket in self._checked_buckets:
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                raise SourceError(
+                    f"no such S3 bucket: {bucket}", code="source_bucket_not_found", where=where
+                ) from None
+            raise SourceError(
+                f"S3 bucket {bucket} is not readable (HTTP {status})",
+                code="source_access_denied",
+                where=where,
+            ) from None
+        except BotoCoreError as exc:
+            raise SourceError(
+                f"S3 is unreachable: {type(exc).__name__}", code="source_unreachable", where=where
+            ) from None
+        self._checked_buckets.add(bucket)
+
+    def _manifest(self, path: Path) -> Iterator[SourceRow]:
+        try:
+            handle = path.open(encoding="utf-8", newline="")
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read manifest: {exc.strerror}",
+                code="manifest_unreadable",
+                where=f"@{path}",
+            ) from None
+        with handle:
+            suffix = path.suffix.lower()
+            if suffix == ".csv":
+                lines = _csv_sources(handle, path)
+            elif suffix in (".jsonl", ".ndjson"):
+                lines = _jsonl_sources(handle, path)
+            else:
+                lines = _plain_sources(handle)
+            try:
+                for line_number, source in lines:
+                    yield from self._expand_one(
+                        source, where=f"{path}:{line_number}", in_manifest=True
+                    )
+            except UnicodeDecodeError:
+                raise SourceError(
+                    "not UTF-8 text", code="manifest_unreadable", where=f"@{path}"
+                ) from None
+
+
+def _local_row(path: Path) -> SourceRow:
+    stat = path.stat()
+    return SourceRow(source=str(path.resolve()), fingerprint=f"{stat.st_size}-{stat.st_mtime_ns}")
+
+
+def _plain_sources(handle: io.TextIOBase) -> Iterator[tuple[int, str]]:
+    for line_number, line in enumerate(handle, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            yield line_number, text
+
+
+def _csv_sources(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, str]]:
+    reader = csv.DictReader(handle)
+    if reader.fieldnames is None or "source" not in reader.fieldnames:
+        raise SourceError(
+            "a CSV manifest needs a 'source' column", code="manifest_invalid", where=f"@{path}:1"
+        )
+    for row in reader:
+        value = (row.get("source") or "").strip()
+        if value:
+            yield reader.line_num, value
+
+
+def _jsonl_sources(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, str]]:
+    for line_number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"invalid JSON: {exc.msg}", code="manifest_invalid", where=f"{path}:{line_number}"
+            ) from None
+        source = record.get("source") if isinstance(record, dict) else None
+        if not isinstance(source, str) or not source.strip():
+            raise SourceError(
+                "no 'source' string in this line",
+                code="manifest_invalid",
+                where=f"{path}:{line_number}",
+            )
+        yield line_number, source

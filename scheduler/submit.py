@@ -1,0 +1,77 @@
+"""Create a batch from sources, in one transaction, and dispatch its first window."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from models.db import make_engine
+from models.store import BatchSpec, SourceRow, Store
+from qocr import migrate
+from qocr.errors import ConfigError
+from qocr.qwen.options import RecognizeOptions
+from qocr.s3 import make_s3_client
+from qocr.settings import Settings
+from scheduler.sources import SourceError, SourceExpander
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """What ``qocr submit`` / ``qocr run`` were asked for, before anything is written."""
+
+    sources: list[str]
+    options: RecognizeOptions
+    api: str
+    name: str | None = None
+    s3_mode: str = "inline"
+    schedule_name: str | None = None
+    scheduled_for: Any = None
+
+    def spec(self) -> BatchSpec:
+        return BatchSpec(
+            name=self.name or _default_name(self.sources),
+            api=self.api,
+            model=self.options.model,
+            task=self.options.task,
+            prompt=self.options.prompt,
+            result_schema=self.options.result_schema,
+            options=self.options.to_dict(),
+            source_options={"s3_mode": self.s3_mode},
+            schedule_name=self.schedule_name,
+            scheduled_for=self.scheduled_for,
+        )
+
+
+def _default_name(sources: list[str]) -> str:
+    first = sources[0] if sources else "batch"
+    return first if len(sources) == 1 else f"{first} (+{len(sources) - 1})"
+
+
+def open_store(settings: Settings) -> Store:
+    """The store, with its schema created on a new SQLite file and checked elsewhere."""
+    engine = make_engine(settings.database_url)
+    if engine.dialect.name == "sqlite":
+        migrate.upgrade(engine)  # the embedded default: nothing to set up by hand
+    elif not migrate.has_schema(engine):
+        raise ConfigError("the database has no qocr schema: run `qocr db upgrade` first")
+    return Store(engine)
+
+
+def create_batch(store: Store, request: BatchRequest, settings: Settings) -> tuple[int, int]:
+    """Expand the sources and insert the batch with its items; nothing is kept on error."""
+    endpoint = settings.s3_endpoint_url
+    expander = SourceExpander(lambda: make_s3_client(endpoint))
+    return store.create_batch(request.spec(), _non_empty(expander.expand(request.sources)))
+
+
+def _non_empty(rows: Iterable[SourceRow]) -> Iterator[SourceRow]:
+    count = 0
+    for row in rows:
+        count += 1
+        yield row
+    if count == 0:
+        raise SourceError("no images found", code="source_empty", where="sources")

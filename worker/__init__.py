@@ -1,0 +1,1 @@
+"""Execution: the Celery app, its task, and the story of one item."""

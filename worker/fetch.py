@@ -1,0 +1,116 @@
+"""Read an item's image from where its source says: a local file, S3, or (as is) a URL.
+
+What comes back is what the client takes: bytes (sent as a data URL with the real MIME type)
+or an http(s) URL (sent as is; the provider downloads it, and reports when it cannot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qocr.errors import QocrError
+from qocr.qwen.images import MAX_ENCODED_BYTES
+from qocr.s3 import parse_s3_uri
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PRESIGN_SECONDS = 3600
+
+
+class FetchError(QocrError):
+    """The image could not be read; ``retryable`` when trying later may help."""
+
+    code = "source_unreadable"
+
+    def __init__(self, message: str, *, code: str, retryable: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+
+
+class ImageFetcher:
+    """Loads sources for the worker; one instance per process (it holds the S3 client)."""
+
+    def __init__(self, s3_client: Callable[[], S3Client]) -> None:
+        self._s3_factory = s3_client
+        self._s3: S3Client | None = None
+
+    @property
+    def s3(self) -> S3Client:
+        if self._s3 is None:
+            self._s3 = self._s3_factory()
+        return self._s3
+
+    def fetch(self, source: str, s3_mode: str = "inline") -> bytes | str:
+        if source.startswith(("http://", "https://")):
+            return source
+        if source.startswith("s3://"):
+            return self._s3_presigned(source) if s3_mode == "presign" else self._s3_bytes(source)
+        return _local_bytes(Path(source))
+
+    def _s3_bytes(self, uri: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        location = parse_s3_uri(uri)
+        try:
+            response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
+            # Do not download what the provider would refuse anyway (the exact check on the
+            # encoded size is the client's).
+            if response["ContentLength"] > MAX_ENCODED_BYTES:
+                response["Body"].close()
+                raise FetchError(
+                    f"{uri} is {response['ContentLength']} bytes, over the 10 MB image limit",
+                    code="image_too_large",
+                )
+            return response["Body"].read()
+        except ClientError as exc:
+            raise _s3_error(uri, exc) from None
+        except BotoCoreError as exc:
+            raise FetchError(
+                f"S3 unreachable reading {uri}: {type(exc).__name__}",
+                code="source_unreachable",
+                retryable=True,
+            ) from None
+
+    def _s3_presigned(self, uri: str) -> str:
+        location = parse_s3_uri(uri)
+        return self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": location.bucket, "Key": location.key},
+            ExpiresIn=PRESIGN_SECONDS,
+        )
+
+
+def _s3_error(uri: str, exc: Exception) -> FetchError:
+    response = getattr(exc, "response", {}) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return FetchError(f"no such S3 object: {uri}", code="source_not_found")
+    if code == "NoSuchBucket":
+        return FetchError(f"no such S3 bucket for {uri}", code="source_not_found")
+    if code in ("AccessDenied", "403") or status == 403:
+        return FetchError(f"access denied to {uri}", code="source_access_denied")
+    retryable = status is None or status >= 500 or code in ("SlowDown", "RequestTimeout")
+    return FetchError(
+        f"S3 error {code or status} reading {uri}", code="source_s3_error", retryable=retryable
+    )
+
+
+def _local_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_ENCODED_BYTES:
+            raise FetchError(
+                f"{path} is {size} bytes, over the 10 MB image limit",
+                code="image_too_large",
+            )
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FetchError(f"no such file: {path}", code="source_not_found") from None
+    except IsADirectoryError:
+        raise FetchError(f"{path} is a directory", code="source_not_found") from None
+    except PermissionError:
+        raise FetchError(f"permission denied: {path}", code="source_access_denied") from None

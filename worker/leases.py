@@ -1,0 +1,67 @@
+"""Keep the leases of in-flight items alive while their worker lives.
+
+A lease is short (``QOCR_LEASE_SECONDS``), so a killed worker's items come back within a
+minute; a live worker renews its leases from a background thread, so a long call (a big
+document streams for minutes) never loses its item to the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from models.base import utcnow
+from models.store import ClaimedItem, Store
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews every held lease each ``lease / 3`` seconds, in one UPDATE."""
+
+    def __init__(self, store: Store, lease: timedelta) -> None:
+        self._store = store
+        self._lease = lease
+        self._held: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def lease_until(self) -> datetime:
+        return utcnow() + self._lease
+
+    @contextmanager
+    def holding(self, item: ClaimedItem) -> Iterator[None]:
+        self._ensure_running()
+        with self._lock:
+            self._held[item.item_id] = item.lease_token
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(item.item_id, None)
+
+    def _ensure_running(self) -> None:
+        # Started on first use, in the process that runs tasks (after a prefork fork).
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="qocr-leases", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        interval = self._lease.total_seconds() / 3
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = dict(self._held)
+            if not held:
+                continue
+            try:
+                self._store.renew_leases(held, utcnow() + self._lease)
+            except Exception:  # a database blip: the next round tries again
+                log.warning("could not renew %d leases", len(held), exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,260 @@
+"""The story of one item: claim it, load its image, throttle, call Qwen-OCR, persist.
+
+Every step is a named method; the Celery task and the embedded runner both call
+:meth:`ItemProcessor.process`, so they share one code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import tenacity
+
+from models.base import utcnow
+from models.states import AttemptOutcome
+from models.store import AttemptRecord, ClaimedItem
+from qocr.qwen.errors import ImageError, QwenError, RateLimitError
+from qocr.qwen.images import PreparedImage, prepare_image
+from qocr.qwen.result import OCRResult
+from qocr.qwen.retry import backoff_seconds, retry_policy
+from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
+from worker.fetch import FetchError
+from worker.runtime import BatchPlan, Runtime
+
+log = logging.getLogger(__name__)
+
+# In-process retries are for blips: a few tries, short sleeps. Anything longer goes back to
+# SQL with a retry time, so no worker slot sleeps through a long back-off.
+IN_PROCESS_ATTEMPTS = 3
+IN_PROCESS_BUDGET_SECONDS = 30.0
+IN_PROCESS_MAX_SLEEP_SECONDS = 5.0
+LATER_BASE_SECONDS = 5.0
+LATER_CAP_SECONDS = 300.0
+# Until real usage is seen, assume this many output tokens per call for the TPM estimate.
+INITIAL_OUTPUT_ESTIMATE = 400
+
+
+class Outcome(StrEnum):
+    """What :meth:`ItemProcessor.process` did with an item."""
+
+    SKIPPED = "skipped"  # not ours: already claimed, finished, cancelled or not yet due
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY_LATER = "retry_later"
+    STOPPED = "stopped"  # the batch was stopped by this item's error
+    LEASE_LOST = "lease_lost"
+
+
+class _NoSlot(Exception):
+    """The throttle has no slot within its max wait."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"no throttle slot for {wait:.1f} s")
+        self.wait = wait
+
+
+class ItemProcessor:
+    """Processes items with the collaborators of one :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime, sleep: Any = time.sleep) -> None:
+        self.rt = runtime
+        self._sleep = sleep
+        self._output_estimate: dict[str, float] = {}
+
+    def process(self, item_id: int) -> Outcome:
+        item = self.rt.store.claim(item_id, uuid.uuid4().hex, self.rt.leases.lease_until())
+        if item is None:
+            return Outcome.SKIPPED
+        with self.rt.leases.holding(item):
+            try:
+                return self._process_claimed(item)
+            except Exception as exc:
+                # A bug or an infrastructure failure (database, Redis) mid-item: give the item
+                # back for a later try instead of leaving it to the lease reaper.
+                log.exception("item %s: unexpected error", item.item_id)
+                self._give_back(item, exc)
+                raise
+
+    def _process_claimed(self, item: ClaimedItem) -> Outcome:
+        plan = self.rt.plan(item.batch_id)
+        try:
+            image, sha256 = self._load_image(item, plan)
+        except FetchError as exc:
+            if exc.retryable:
+                self.rt.store.release(item, utcnow() + timedelta(seconds=LATER_BASE_SECONDS))
+                return Outcome.RETRY_LATER
+            self.rt.store.fail(item, exc.code, exc.message)
+            return Outcome.FAILED
+        except ImageError as exc:
+            self.rt.store.fail(item, exc.code, exc.message)
+            return Outcome.FAILED
+        return self._call_and_persist(item, plan, image, sha256)
+
+    def _load_image(self, item: ClaimedItem, plan: BatchPlan) -> tuple[PreparedImage, str | None]:
+        raw = self.rt.fetcher.fetch(item.source, plan.s3_mode)
+        if isinstance(raw, bytes):
+            return prepare_image(raw), hashlib.sha256(raw).hexdigest()
+        return prepare_image(raw), None
+
+    def _estimate(self, plan: BatchPlan, image: PreparedImage) -> int:
+        options = plan.options
+        if image.info is None:
+            pixels = max_image_tokens(options.model, options.max_pixels)
+        else:
+            pixels = image_tokens(
+                image.info.width,
+                image.info.height,
+                options.model,
+                options.min_pixels,
+                options.max_pixels,
+            )
+        output = self._output_estimate.get(options.model, INITIAL_OUTPUT_ESTIMATE)
+        return pixels + prompt_tokens(options) + int(min(output, options.effective_max_tokens()))
+
+    def _learn_output(self, model: str, output_tokens: int) -> None:
+        previous = self._output_estimate.get(model, INITIAL_OUTPUT_ESTIMATE)
+        self._output_estimate[model] = 0.8 * previous + 0.2 * output_tokens
+
+    def _call_and_persist(
+        self, item: ClaimedItem, plan: BatchPlan, image: PreparedImage, sha256: str | None
+    ) -> Outcome:
+        estimate = self._estimate(plan, image)
+        model = plan.options.model
+        calls = 0
+
+        def call_once() -> tuple[OCRResult, datetime, float]:
+            nonlocal calls
+            grant = self.rt.throttle.reserve(model, plan.limits, estimate)
+            if not grant.granted:
+                raise _NoSlot(grant.wait)
+            if grant.wait > 0:
+                self._sleep(grant.wait)
+            calls += 1
+            started = utcnow()
+            clock = time.perf_counter()
+            try:
+                result = self.rt.client(plan.api).recognize_with(image.url, plan.options)
+            except RateLimitError as exc:
+                self.rt.throttle.penalize(model, exc.retry_after)
+                raise
+            except QwenError:
+                self.rt.throttle.settle(model, plan.limits, estimate, 0)
+                raise
+            return result, started, (time.perf_counter() - clock) * 1000
+
+        def record_blip(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            assert isinstance(error, QwenError)
+            self.rt.store.record_retry(item, self._attempt(error, AttemptOutcome.RETRY))
+
+        attempts_left = self.rt.settings.max_attempts - item.attempts
+        policy = retry_policy(
+            max_attempts=max(1, min(IN_PROCESS_ATTEMPTS, attempts_left)),
+            max_total_seconds=IN_PROCESS_BUDGET_SECONDS,
+            max_single_wait_seconds=IN_PROCESS_MAX_SLEEP_SECONDS,
+            sleep=self._sleep,
+        ).copy(before_sleep=record_blip)
+        try:
+            result, started, latency_ms = policy(call_once)
+        except _NoSlot as no_slot:
+            self.rt.store.release(item, utcnow() + timedelta(seconds=no_slot.wait))
+            return Outcome.RETRY_LATER
+        except QwenError as error:
+            return self._handle_error(item, plan, error, item.attempts + calls)
+
+        usage = result.usage
+        if usage is not None:
+            self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
+            self._learn_output(model, usage.output_tokens)
+        row = result_row(result, latency_ms, sha256, plan.options.fingerprint())
+        attempt = AttemptRecord(
+            started_at=started,
+            ended_at=utcnow(),
+            outcome=AttemptOutcome.SUCCEEDED,
+            http_status=200,
+            request_id=result.request_id,
+            worker=self.rt.worker_name,
+        )
+        if self.rt.store.succeed(item, attempt, row):
+            return Outcome.SUCCEEDED
+        log.warning("item %s: lease lost before the result was saved", item.item_id)
+        return Outcome.LEASE_LOST
+
+    def _handle_error(
+        self, item: ClaimedItem, plan: BatchPlan, error: QwenError, attempts_made: int
+    ) -> Outcome:
+        if error.stops_batch:
+            self.rt.store.fail(
+                item, error.code, error.message, self._attempt(error, AttemptOutcome.STOPPED)
+            )
+            reason = f"{error.code}: {error.message}"
+            cancelled = self.rt.store.stop_batch(plan.batch_id, reason, code="batch_stopped")
+            log.error("batch %s stopped (%s); %d items cancelled", plan.batch_id, reason, cancelled)
+            return Outcome.STOPPED
+        if not error.retryable or attempts_made >= self.rt.settings.max_attempts:
+            self.rt.store.fail(
+                item, error.code, error.message, self._attempt(error, AttemptOutcome.FAILED)
+            )
+            return Outcome.FAILED
+        delay = backoff_seconds(
+            attempts_made, error.retry_after, base=LATER_BASE_SECONDS, cap=LATER_CAP_SECONDS
+        )
+        not_before = utcnow() + timedelta(seconds=delay)
+        self.rt.store.retry_later(item, self._attempt(error, AttemptOutcome.RETRY), not_before)
+        return Outcome.RETRY_LATER
+
+    def _attempt(self, error: QwenError, outcome: AttemptOutcome) -> AttemptRecord:
+        now = utcnow()
+        return AttemptRecord(
+            started_at=now,
+            ended_at=now,
+            outcome=outcome,
+            http_status=error.status,
+            error_code=error.code,
+            error_message=error.message,
+            request_id=error.request_id,
+            retry_after=error.retry_after,
+            worker=self.rt.worker_name,
+        )
+
+    def _give_back(self, item: ClaimedItem, exc: Exception) -> None:
+        try:
+            self.rt.store.release(item, utcnow() + timedelta(seconds=LATER_BASE_SECONDS))
+        except Exception:
+            log.warning("item %s: could not release (%s); the reaper will", item.item_id, exc)
+
+
+def result_row(
+    result: OCRResult, latency_ms: float, image_sha256: str | None, fingerprint: str
+) -> dict[str, Any]:
+    """The columns of a Result row."""
+    usage = result.usage
+    words = None
+    if result.words_info is not None:
+        words = [
+            {"text": w.text, "location": list(w.location), "rotate_rect": list(w.rotate_rect)}
+            for w in result.words_info
+        ]
+    return {
+        "text": result.text,
+        "kv_result": result.kv_result,
+        "words_info": words,
+        # Fenced HTML/LaTeX bodies are in the text already; keep decoded JSON only.
+        "parsed": None if isinstance(result.parsed, str) else result.parsed,
+        "finish_reason": result.finish_reason,
+        "request_id": result.request_id,
+        "model": result.model,
+        "input_tokens": usage.input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "image_tokens": usage.image_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+        "latency_ms": latency_ms,
+        "image_sha256": image_sha256,
+        "options_fingerprint": fingerprint,
+    }

@@ -1,0 +1,128 @@
+"""Everything one worker process needs, built once from the settings and shared by its tasks."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+
+from models.db import make_engine
+from models.store import Store
+from qocr.qwen.catalog import model_spec
+from qocr.qwen.client import QwenOCRClient
+from qocr.qwen.options import RecognizeOptions
+from qocr.s3 import make_s3_client
+from qocr.settings import Settings
+from worker.fetch import ImageFetcher
+from worker.leases import LeaseKeeper
+from worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
+
+# A task waits at most this long for a throttle slot before it hands its item back.
+THROTTLE_MAX_WAIT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch's request, as a worker needs it (read once per process and batch)."""
+
+    batch_id: int
+    api: str
+    options: RecognizeOptions
+    s3_mode: str
+    limits: Limits
+
+
+class Runtime:
+    """The process-wide collaborators of :class:`worker.process.ItemProcessor`."""
+
+    def __init__(self, settings: Settings, throttle_backend: ThrottleBackend | None = None) -> None:
+        self.settings = settings
+        self.worker_name = f"{socket.gethostname()}:{threading.get_native_id()}"
+        self._throttle_backend = throttle_backend
+        self._plans: dict[int, BatchPlan] = {}
+        self._clients: dict[str, QwenOCRClient] = {}
+        self._lock = threading.Lock()
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(make_engine(self.settings.database_url))
+
+    @cached_property
+    def fetcher(self) -> ImageFetcher:
+        endpoint = self.settings.s3_endpoint_url
+        return ImageFetcher(lambda: make_s3_client(endpoint))
+
+    @cached_property
+    def throttle(self) -> Throttle:
+        backend = self._throttle_backend
+        if backend is None:
+            backend = self._redis_backend()
+        return Throttle(backend, max_wait=THROTTLE_MAX_WAIT_SECONDS)
+
+    def _redis_backend(self) -> ThrottleBackend:
+        import redis
+
+        from worker.throttle_redis import RedisBackend
+
+        return RedisBackend(redis.Redis.from_url(self.settings.effective_redis_url))
+
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        return LeaseKeeper(self.store, timedelta(seconds=self.settings.lease_seconds))
+
+    def client(self, api: str) -> QwenOCRClient:
+        """One pooled HTTP client per API, reused by every task of the process."""
+        with self._lock:
+            client = self._clients.get(api)
+            if client is None:
+                client = QwenOCRClient(
+                    api_key=self.settings.require_api_key(),
+                    region=self.settings.region,
+                    base_url=self.settings.base_url,
+                    api=api,  # type: ignore[arg-type]
+                    timeout=self.settings.request_timeout,
+                )
+                self._clients[api] = client
+            return client
+
+    def plan(self, batch_id: int) -> BatchPlan:
+        plan = self._plans.get(batch_id)
+        if plan is not None:
+            return plan
+        batch = self.store.get_batch(batch_id)
+        if batch is None:
+            raise LookupError(f"batch {batch_id} does not exist")
+        options = RecognizeOptions.from_dict(batch.options)
+        spec = model_spec(options.model)
+        plan = BatchPlan(
+            batch_id=batch_id,
+            api=batch.api,
+            options=options,
+            s3_mode=str(batch.source_options.get("s3_mode", self.settings.s3_mode)),
+            limits=Limits(rpm=self.settings.rpm or spec.rpm, tpm=self.settings.tpm or spec.tpm),
+        )
+        self._plans[batch_id] = plan
+        return plan
+
+    def close(self) -> None:
+        if "leases" in self.__dict__:
+            self.leases.stop()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if "store" in self.__dict__:
+            self.store.engine.dispose()
+
+    def after_fork(self) -> None:
+        """In a freshly forked child: drop the parent's pooled connections, keep the config."""
+        if "store" in self.__dict__:
+            self.store.engine.dispose(close=False)
+        self.__dict__.pop("leases", None)
+        self._clients.clear()
+
+
+def memory_runtime(settings: Settings) -> Runtime:
+    """A runtime whose throttle lives in this process: the embedded mode (no Redis)."""
+    return Runtime(settings, throttle_backend=MemoryBackend())
