@@ -98,3 +98,33 @@ def redis_url() -> Iterator[str]:
     yield REDIS_TEST_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server over real HTTP on loopback, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[str]:
+    """An empty bucket of our own on the moto server."""
+    from qocr.s3 import make_s3_client
+
+    client = make_s3_client(s3_endpoint)
+    name = f"qocr-test-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    yield name
+    listing = client.list_objects_v2(Bucket=name)
+    for entry in listing.get("Contents", []):
+        client.delete_object(Bucket=name, Key=entry["Key"])
+    client.delete_bucket(Bucket=name)
