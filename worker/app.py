@@ -73,7 +73,22 @@ def _register_tasks(app: Celery) -> None:
         return processor().process(int(item_id)).value
 
 
-app = create_app()
+_app: Celery | None = None
+
+
+def get_app() -> Celery:
+    """This process's app, made once from the process settings."""
+    global _app
+    if _app is None:
+        _app = create_app()
+    return _app
+
+
+def __getattr__(name: str) -> Any:
+    # `worker.app.app` for `celery -A worker.app` users, made on first use, not at import.
+    if name == "app":
+        return get_app()
+    raise AttributeError(name)
 
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]

@@ -6,6 +6,7 @@ or an http(s) URL (sent as is; the provider downloads it, and reports when it ca
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,10 +77,14 @@ class ImageFetcher:
 
     def _s3_presigned(self, uri: str) -> str:
         location = parse_s3_uri(uri)
+        params = {"Bucket": location.bucket, "Key": location.key}
+        # The provider refuses a URL served without an image Content-Type, and objects are
+        # often uploaded without one: have S3 answer with the type the name implies.
+        mime, _ = mimetypes.guess_type(location.key)
+        if mime and mime.startswith("image/"):
+            params["ResponseContentType"] = mime
         return self.s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": location.bucket, "Key": location.key},
-            ExpiresIn=PRESIGN_SECONDS,
+            "get_object", Params=params, ExpiresIn=PRESIGN_SECONDS
         )
 
 
