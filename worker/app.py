@@ -26,6 +26,9 @@ TASK_NAME = "qocr.process_item"
 SOFT_TIME_LIMIT = 270
 HARD_TIME_LIMIT = 300
 VISIBILITY_TIMEOUT = 900
+# A database restart: retry the message a little later, bounded (the reaper covers the rest).
+DB_RETRY_CAP_SECONDS = 30
+DB_RETRIES = 20
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -66,11 +69,27 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 def _register_tasks(app: Celery) -> None:
-    @app.task(name=TASK_NAME, ignore_result=True)  # type: ignore[untyped-decorator]
-    def process_item(item_id: int) -> str:
+    @app.task(name=TASK_NAME, ignore_result=True, bind=True)  # type: ignore[untyped-decorator]
+    def process_item(task: Any, item_id: int) -> str:
+        from sqlalchemy.exc import DBAPIError
+
         from worker.process_state import processor
 
-        return processor().process(int(item_id)).value
+        try:
+            return processor().process(int(item_id)).value
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and not _is_disconnect(exc):
+                raise
+            # The database is away (a restart): keep the message alive with a short retry
+            # rather than waiting for the reaper's lost-message timeout.
+            delay = min(DB_RETRY_CAP_SECONDS, 2 ** min(task.request.retries, 5))
+            raise task.retry(countdown=delay, max_retries=DB_RETRIES) from exc
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 _app: Celery | None = None

@@ -127,9 +127,10 @@ class ItemProcessor:
         estimate = self._estimate(plan, image)
         model = plan.options.model
         calls = 0
+        started = utcnow()
 
-        def call_once() -> tuple[OCRResult, datetime, float]:
-            nonlocal calls
+        def call_once() -> tuple[OCRResult, float]:
+            nonlocal calls, started
             grant = self.rt.throttle.reserve(model, plan.limits, estimate)
             if not grant.granted:
                 raise _NoSlot(grant.wait)
@@ -146,12 +147,12 @@ class ItemProcessor:
             except QwenError:
                 self.rt.throttle.settle(model, plan.limits, estimate, 0)
                 raise
-            return result, started, (time.perf_counter() - clock) * 1000
+            return result, (time.perf_counter() - clock) * 1000
 
         def record_blip(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             assert isinstance(error, QwenError)
-            self.rt.store.record_retry(item, self._attempt(error, AttemptOutcome.RETRY))
+            self.rt.store.record_retry(item, self._attempt(error, AttemptOutcome.RETRY, started))
 
         attempts_left = self.rt.settings.max_attempts - item.attempts
         policy = retry_policy(
@@ -161,12 +162,12 @@ class ItemProcessor:
             sleep=self._sleep,
         ).copy(before_sleep=record_blip)
         try:
-            result, started, latency_ms = policy(call_once)
+            result, latency_ms = policy(call_once)
         except _NoSlot as no_slot:
             self.rt.store.release(item, utcnow() + timedelta(seconds=no_slot.wait))
             return Outcome.RETRY_LATER
         except QwenError as error:
-            return self._handle_error(item, plan, error, item.attempts + calls)
+            return self._handle_error(item, plan, error, item.attempts + calls, started)
 
         usage = result.usage
         if usage is not None:
@@ -187,11 +188,19 @@ class ItemProcessor:
         return Outcome.LEASE_LOST
 
     def _handle_error(
-        self, item: ClaimedItem, plan: BatchPlan, error: QwenError, attempts_made: int
+        self,
+        item: ClaimedItem,
+        plan: BatchPlan,
+        error: QwenError,
+        attempts_made: int,
+        started: datetime,
     ) -> Outcome:
         if error.stops_batch:
             self.rt.store.fail(
-                item, error.code, error.message, self._attempt(error, AttemptOutcome.STOPPED)
+                item,
+                error.code,
+                error.message,
+                self._attempt(error, AttemptOutcome.STOPPED, started),
             )
             reason = f"{error.code}: {error.message}"
             cancelled = self.rt.store.stop_batch(plan.batch_id, reason, code="batch_stopped")
@@ -199,21 +208,27 @@ class ItemProcessor:
             return Outcome.STOPPED
         if not error.retryable or attempts_made >= self.rt.settings.max_attempts:
             self.rt.store.fail(
-                item, error.code, error.message, self._attempt(error, AttemptOutcome.FAILED)
+                item,
+                error.code,
+                error.message,
+                self._attempt(error, AttemptOutcome.FAILED, started),
             )
             return Outcome.FAILED
         delay = backoff_seconds(
             attempts_made, error.retry_after, base=LATER_BASE_SECONDS, cap=LATER_CAP_SECONDS
         )
         not_before = utcnow() + timedelta(seconds=delay)
-        self.rt.store.retry_later(item, self._attempt(error, AttemptOutcome.RETRY), not_before)
+        self.rt.store.retry_later(
+            item, self._attempt(error, AttemptOutcome.RETRY, started), not_before
+        )
         return Outcome.RETRY_LATER
 
-    def _attempt(self, error: QwenError, outcome: AttemptOutcome) -> AttemptRecord:
-        now = utcnow()
+    def _attempt(
+        self, error: QwenError, outcome: AttemptOutcome, started: datetime
+    ) -> AttemptRecord:
         return AttemptRecord(
-            started_at=now,
-            ended_at=now,
+            started_at=started,
+            ended_at=utcnow(),
             outcome=outcome,
             http_status=error.status,
             error_code=error.code,

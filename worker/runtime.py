@@ -37,8 +37,15 @@ class BatchPlan:
 class Runtime:
     """The process-wide collaborators of :class:`worker.process.ItemProcessor`."""
 
-    def __init__(self, settings: Settings, throttle_backend: ThrottleBackend | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        throttle_backend: ThrottleBackend | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.settings = settings
+        if store is not None:
+            self.__dict__["store"] = store  # shared with the caller (the embedded mode)
         self.worker_name = f"{socket.gethostname()}:{threading.get_native_id()}"
         self._throttle_backend = throttle_backend
         self._plans: dict[int, BatchPlan] = {}
@@ -83,6 +90,8 @@ class Runtime:
                     base_url=self.settings.base_url,
                     api=api,  # type: ignore[arg-type]
                     timeout=self.settings.request_timeout,
+                    # One pool per process, shared by every task thread.
+                    max_connections=64,
                 )
                 self._clients[api] = client
             return client
@@ -123,6 +132,6 @@ class Runtime:
         self._clients.clear()
 
 
-def memory_runtime(settings: Settings) -> Runtime:
+def memory_runtime(settings: Settings, store: Store | None = None) -> Runtime:
     """A runtime whose throttle lives in this process: the embedded mode (no Redis)."""
-    return Runtime(settings, throttle_backend=MemoryBackend())
+    return Runtime(settings, throttle_backend=MemoryBackend(), store=store)

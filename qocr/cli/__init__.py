@@ -30,8 +30,27 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class QocrUsageError(click.ClickException):
+    """One of qocr's own errors, shown as ``error: ...`` with exit code 2."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return self.message
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported only when they run or are listed."""
+    """A group whose commands are imported only when they run or are listed.
+
+    qocr's own errors (bad settings, bad sources, bad ids) become one clear line on stderr
+    and exit code 2, however the group is invoked (console script or test runner).
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except QocrError as exc:
+            raise QocrUsageError(exc.message) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -62,7 +81,4 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except QocrError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
     sys.exit(exit_code if isinstance(exit_code, int) else 0)

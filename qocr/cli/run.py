@@ -28,9 +28,8 @@ def run(concurrency: int, **params: Any) -> None:
     configure_logging("WARNING", secret)
     settings.require_api_key()
     request = build_request(settings, params)
-    runtime = memory_runtime(settings)
     store = open_store(settings)
-    runtime.__dict__["store"] = store  # one engine for the batch and its items
+    runtime = memory_runtime(settings, store)
     batch_id, count = create_batch(store, request, settings)
     processor = ItemProcessor(runtime)
     if params["as_json"]:

@@ -21,14 +21,14 @@ def submit(**params: Any) -> None:
     """
     import logging
 
-    from worker.app import create_app
+    from worker.app import get_app
     from worker.service import make_dispatcher
 
     settings = get_settings()
     request = build_request(settings, params)
     store = open_store(settings)
     batch_id, count = create_batch(store, request, settings)
-    app = create_app(settings)
+    app = get_app()
     try:
         make_dispatcher(app, settings, store).top_up()
     except Exception as exc:  # the batch is safe in SQL; a worker's dispatcher sends it later

@@ -1,0 +1,314 @@
+"""``qocr results``: stream a batch's items and results as JSONL or CSV, to stdout, a file or S3.
+
+Rows come from :meth:`Reports.iter_items`, one page of item ids at a time, so a batch of any
+size is exported in constant memory. A file or S3 object is written to a temporary file
+first: a failed export leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from models.reports import ItemRow, Reports
+from models.states import ItemState
+from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
+from qocr.errors import QocrError
+from qocr.redact import redact_text
+from qocr.s3 import S3Location, make_s3_client, parse_s3_uri
+from qocr.settings import Settings, get_settings
+
+BASE_COLUMNS = (
+    "item_id",
+    "source",
+    "state",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "image_tokens",
+    "total_tokens",
+    "request_id",
+    "error_code",
+    "error_message",
+    "attempts",
+)
+TEXT_COLUMN = "text"
+# Results that are not a JSON object (a list, a string) go whole into this column.
+KV_COLUMN = "kv_result"
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+class ExportError(QocrError):
+    """The export could not be written or uploaded."""
+
+    code = "export_failed"
+
+
+# -- rows ------------------------------------------------------------------------------
+
+
+def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
+    """One item as a JSON object: the JSONL line, and the body of ``qocr show --json``."""
+    result = row.result
+    document: dict[str, Any] = {
+        "item_id": row.id,
+        "batch_id": row.batch_id,
+        "source": row.source,
+        "state": row.state.value,
+        "attempts": row.attempts,
+        "error_code": row.error_code,
+        "error_message": redact_text(row.error_message, secret) if row.error_message else None,
+        "created_at": iso(row.created_at),
+        "finished_at": iso(row.finished_at),
+    }
+    if result is None:
+        return {**document, **dict.fromkeys(_RESULT_FIELDS), "usage": None}
+    usage = result.usage
+    return {
+        **document,
+        "text": result.text,
+        "kv_result": result.kv_result,
+        "words_info": result.words_info,
+        "parsed": result.parsed,
+        "finish_reason": result.finish_reason,
+        "request_id": result.request_id,
+        "model": result.model,
+        "latency_ms": result.latency_ms,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "image_tokens": usage.image_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    }
+
+
+_RESULT_FIELDS = (
+    "text",
+    "kv_result",
+    "words_info",
+    "parsed",
+    "finish_reason",
+    "request_id",
+    "model",
+    "latency_ms",
+)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted keys (``{"seller": {"name": x}}`` → ``{"seller.name": x}``).
+
+    Lists and scalars are leaves; an empty object is a leaf too.
+    """
+    if not isinstance(value, dict) or (prefix and not value):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, child in value.items():
+        flat.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def kv_columns_of(schema: dict[str, Any] | None, kv_results: Iterable[Any]) -> list[str]:
+    """The CSV's result columns: the flattened schema, else every key seen, in order."""
+    if schema:
+        return list(flatten(schema))
+    seen: dict[str, None] = {}
+    whole = False
+    for kv in kv_results:
+        if isinstance(kv, dict):
+            seen.update(dict.fromkeys(flatten(kv)))
+        elif kv is not None:
+            whole = True
+    return [*seen, KV_COLUMN] if whole and KV_COLUMN not in seen else list(seen)
+
+
+def header_of(kv_columns: list[str]) -> list[str]:
+    """Base columns, result columns (``kv.``-prefixed where they clash), then the text."""
+    taken = {*BASE_COLUMNS, TEXT_COLUMN}
+    return [*BASE_COLUMNS, *(f"kv.{c}" if c in taken else c for c in kv_columns), TEXT_COLUMN]
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def csv_row(row: ItemRow, kv_columns: list[str], secret: str | None) -> list[str]:
+    result = row.result
+    usage = result.usage if result else None
+    base = [
+        row.id,
+        row.source,
+        row.state.value,
+        result.finish_reason if result else None,
+        usage.input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        usage.image_tokens if usage else None,
+        usage.total_tokens if usage else None,
+        result.request_id if result else None,
+        row.error_code,
+        redact_text(row.error_message, secret) if row.error_message else None,
+        row.attempts,
+    ]
+    kv = result.kv_result if result else None
+    flat = flatten(kv) if isinstance(kv, dict) else {}
+    if kv is not None and not isinstance(kv, dict):
+        flat = {KV_COLUMN: kv}
+    values = [flat.get(column) for column in kv_columns]
+    return [cell(v) for v in [*base, *values, result.text if result else None]]
+
+
+def write_jsonl(rows: Iterable[ItemRow], stream: IO[str], secret: str | None) -> int:
+    count = 0
+    for row in rows:
+        stream.write(dump(item_json(row, secret)) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(
+    rows: Iterable[ItemRow], stream: IO[str], kv_columns: list[str], secret: str | None
+) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(header_of(kv_columns))
+    count = 0
+    for row in rows:
+        writer.writerow(csv_row(row, kv_columns, secret))
+        count += 1
+    return count
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("batch_id", type=int)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl keeps everything; csv has one column per (flattened) result field.",
+)
+@click.option("--out", help="A file PATH or s3://bucket/key (default: standard output).")
+@click.option(
+    "--state",
+    type=click.Choice([state.value for state in ItemState]),
+    help="Only items in this state.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --out: print the summary as JSON.")
+def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json: bool) -> None:
+    """Export the items of BATCH with their results (JSONL or CSV), streamed."""
+    settings = get_settings()
+    secret = api_secret(settings)
+    only = ItemState(state) if state else None
+    target = _s3_target(out) if out and out.startswith("s3://") else None
+    with open_reports(settings) as reports:
+        batch = reports.batch(batch_id)
+        if batch is None:
+            raise no_such("batch", batch_id)
+
+        def export(stream: IO[str]) -> int:
+            rows = reports.iter_items(batch_id, only)
+            if fmt == "jsonl":
+                return write_jsonl(rows, stream, secret)
+            columns = kv_columns_of(batch.result_schema, _lazy_kv(reports, batch_id, only))
+            return write_csv(rows, stream, columns, secret)
+
+        if out is None:
+            _to_stdout(export)
+            return
+        with _staged(Path(out).parent if target is None else None) as (path, stream):
+            count = export(stream)
+            stream.close()
+            if target is None:
+                # mkstemp made the file private; the export gets the usual permissions.
+                path.chmod(0o666 & ~_umask())
+                os.replace(path, out)
+            else:
+                _upload(settings, path, target, fmt)
+    summary = {"batch_id": batch_id, "format": fmt, "rows": count, "out": out}
+    click.echo(dump(summary) if as_json else f"wrote {count} rows ({fmt}) to {out}")
+
+
+def _lazy_kv(reports: Reports, batch_id: int, state: ItemState | None) -> Iterator[Any]:
+    # Only read when the batch has no schema to take the columns from.
+    yield from reports.iter_kv_results(batch_id, state)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _s3_target(uri: str) -> S3Location:
+    try:
+        location = parse_s3_uri(uri)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
+    if location.is_prefix:
+        raise click.BadParameter(f"{uri} names a prefix, not an object key", param_hint="--out")
+    return location
+
+
+def _to_stdout(export: Callable[[IO[str]], int]) -> None:
+    stream = sys.stdout
+    try:
+        export(stream)
+        stream.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`qocr results 1 | head`): not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+@contextmanager
+def _staged(folder: Path | None) -> Iterator[tuple[Path, IO[str]]]:
+    """A temporary file (next to the destination, when local) removed unless moved away."""
+    if folder is not None and not folder.is_dir():
+        raise ExportError(f"cannot write the export: {folder} is not a directory")
+    handle, name = tempfile.mkstemp(prefix=".qocr-results-", dir=folder)
+    path = Path(name)
+    try:
+        with open(handle, "w", encoding="utf-8", newline="") as stream:
+            yield path, stream
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _upload(settings: Settings, path: Path, target: S3Location, fmt: str) -> None:
+    """Upload with boto3's managed transfer (multipart above 8 MB)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = make_s3_client(settings.s3_endpoint_url)
+    try:
+        client.upload_file(
+            str(path),
+            target.bucket,
+            target.key,
+            ExtraArgs={"ContentType": CONTENT_TYPES[fmt]},
+        )
+    except (Boto3Error, BotoCoreError, ClientError) as exc:
+        message = redact_text(str(exc), api_secret(settings))
+        raise ExportError(f"upload to {target.uri()} failed: {message}") from None
