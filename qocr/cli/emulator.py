@@ -12,7 +12,13 @@ from qocr.emulator.server import RunningServer, serve_until_signalled
 
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one (printed).",
+)
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute, enforced per second.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute, enforced per second.")
 @click.option(

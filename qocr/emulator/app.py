@@ -1,0 +1,32 @@
+"""The aiohttp application: both APIs under one root, plus the emulator's ``/_`` endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from qocr.emulator import admin, handler_compatible, handler_native
+from qocr.emulator.config import EmulatorConfig
+from qocr.emulator.serving import MAX_BODY_BYTES
+from qocr.emulator.state import STATE, EmulatorState
+
+
+def build_app(config: EmulatorConfig) -> web.Application:
+    """An application serving ``config``; start it with an :class:`aiohttp.web.AppRunner`."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE] = EmulatorState.create(config)
+    app.router.add_post(handler_compatible.PATH, handler_compatible.chat_completions)
+    app.router.add_post(handler_native.PATH, handler_native.generation)
+    app.router.add_get("/_stats", admin.get_stats)
+    app.router.add_post("/_stats/reset", admin.reset_stats)
+    app.router.add_get("/_health", admin.health)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    await app[STATE].start()
+
+
+async def _stop(app: web.Application) -> None:
+    await app[STATE].stop()

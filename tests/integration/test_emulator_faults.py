@@ -1,0 +1,183 @@
+"""Misbehaviour on demand: drops, injected errors, latency, API key, token rate, seeds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from qocr.emulator.testing import running_emulator, text_png
+from qocr.qwen.images import to_data_url
+
+pytestmark = pytest.mark.timeout(120)
+
+COMPATIBLE = "/compatible-mode/v1/chat/completions"
+NATIVE = "/api/v1/services/aigc/multimodal-generation/generation"
+SSE = {"X-DashScope-SSE": "enable"}
+IMAGE = to_data_url(text_png(["alpha beta gamma delta", "epsilon zeta eta theta"]), "image/png")
+
+
+def compatible_body(**extra: Any) -> dict[str, Any]:
+    content = [{"type": "image_url", "image_url": {"url": IMAGE}}]
+    return {
+        "model": "qwen-vl-ocr-latest",
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
+
+
+def native_body(**parameters: Any) -> dict[str, Any]:
+    return {
+        "model": "qwen-vl-ocr-latest",
+        "input": {"messages": [{"role": "user", "content": [{"image": IMAGE}]}]},
+        "parameters": parameters,
+    }
+
+
+def test_drops_close_the_connection_without_or_midway_through_a_response() -> None:
+    with running_emulator(recognizer="hash", drop_rate=1.0) as emulator:
+        with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                client.post(COMPATIBLE, json=compatible_body())
+            with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+                client.post(NATIVE, json=native_body(incremental_output=True), headers=SSE)
+            received = []
+            with (
+                pytest.raises(httpx.RemoteProtocolError),
+                client.stream("POST", COMPATIBLE, json=compatible_body(stream=True)) as response,
+            ):
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    received.append(line)
+            assert any(line.startswith("data: {") for line in received)  # it had started
+            assert "data: [DONE]" not in received
+        stats = emulator.stats()
+    assert stats["drops"] == 3 and stats["successes"] == 0 and stats["requests"] == 3
+    assert stats["successes_per_image"] == {} and stats["tokens"]["total"] == 0
+
+
+def test_injected_errors_in_both_apis_plain_and_streamed() -> None:
+    with running_emulator(recognizer="hash", error_rate=1.0, seed=11) as emulator:
+        with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
+            compat = client.post(COMPATIBLE, json=compatible_body())
+            assert compat.status_code in (500, 503)
+            expected = {
+                500: ("internal_error", "InternalError"),
+                503: ("service_unavailable", "ServiceUnavailable"),
+            }
+            assert compat.json()["error"]["code"] == expected[compat.status_code][0]
+            assert compat.json()["error"]["type"] == expected[compat.status_code][0]
+
+            native = client.post(NATIVE, json=native_body())
+            assert native.status_code in (500, 503)
+            assert native.json()["code"] == expected[native.status_code][1]
+
+            streamed = client.post(NATIVE, json=native_body(incremental_output=True), headers=SSE)
+            assert streamed.status_code == 200  # the error arrives inside the stream
+            blocks = streamed.text.rstrip("\n").split("\n\n")
+            *results, last = blocks
+            assert results and all("\nevent:result\n" in b for b in results)
+            header, data = last.rsplit("\n", 1)
+            status = int(header.split(":HTTP_STATUS/")[1])
+            assert "event:error" in header and status in (500, 503)
+            assert json.loads(data[len("data:") :])["code"] == expected[status][1]
+
+            compat_stream = client.post(COMPATIBLE, json=compatible_body(stream=True))
+            events = compat_stream.text.rstrip("\n").split("\n\n")
+            error = json.loads(events[-1][len("data: ") :])
+            assert set(error) == {"error", "request_id"} and "data: [DONE]" not in events
+        stats = emulator.stats()
+    assert stats["successes"] == 0 and stats["requests"] == 4
+    assert sum(stats["by_status"].get(s, 0) for s in ("500", "503")) == 4
+    assert stats["tokens"]["total"] == 0
+
+
+def test_latency_is_added_without_blocking_the_loop() -> None:
+    async def burst(base_url: str) -> list[float]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+
+            async def one() -> float:
+                start = time.monotonic()
+                response = await client.post(COMPATIBLE, json=compatible_body())
+                assert response.status_code == 200
+                return time.monotonic() - start
+
+            return await asyncio.gather(*(one() for _ in range(10)))
+
+    with running_emulator(recognizer="hash", latency_ms=(300, 400)) as emulator:
+        start = time.monotonic()
+        durations = asyncio.run(burst(emulator.base_url))
+        elapsed = time.monotonic() - start
+    assert all(d >= 0.3 for d in durations)
+    assert elapsed < 2.0  # ten 300-400 ms sleeps overlapped (a blocking sleep takes >= 3 s)
+
+
+def _statuses_and_ids(seed: int) -> list[tuple[int, str]]:
+    with (
+        running_emulator(recognizer="hash", error_rate=0.5, seed=seed) as emulator,
+        httpx.Client(base_url=emulator.base_url, timeout=10) as client,
+    ):
+        return [
+            (r.status_code, r.headers["X-Request-Id"])
+            for r in (client.post(NATIVE, json=native_body()) for _ in range(16))
+        ]
+
+
+def test_same_seed_same_faults_and_ids() -> None:
+    first = _statuses_and_ids(5)
+    assert first == _statuses_and_ids(5)
+    assert {s for s, _ in first} > {200}  # some failed, some did not
+    assert first != _statuses_and_ids(6)
+
+
+def test_wrong_or_missing_api_key_is_401_in_both_apis() -> None:
+    with running_emulator(recognizer="hash", api_key="sk-right") as emulator:
+        with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
+            wrong = {"Authorization": "Bearer sk-wrong"}
+            compat = client.post(COMPATIBLE, json=compatible_body(), headers=wrong)
+            assert compat.status_code == 401
+            assert compat.json()["error"]["code"] == "invalid_api_key"
+            native = client.post(NATIVE, json=native_body())  # no header at all
+            assert native.status_code == 401
+            assert native.json()["code"] == "InvalidApiKey"
+            assert native.json()["message"] == "Invalid API-key provided."
+            streamed = client.post(NATIVE, json=native_body(), headers={**wrong, **SSE})
+            assert streamed.status_code == 401 and "event:error" in streamed.text
+            right = {"Authorization": "Bearer sk-right"}
+            assert client.post(NATIVE, json=native_body(), headers=right).status_code == 200
+        stats = emulator.stats()
+    assert stats["by_status"] == {"200": 1, "401": 3} and stats["successes"] == 1
+
+
+def test_token_rate_limit_per_second() -> None:
+    with (
+        running_emulator(recognizer="hash") as probe,
+        httpx.Client(base_url=probe.base_url, timeout=10) as client,
+    ):
+        usage = client.post(NATIVE, json=native_body()).json()["usage"]
+    per_request = usage["total_tokens"]
+    # Room for two requests per second: a third one's input tokens do not fit.
+    tpm = 60 * (2 * per_request + usage["input_tokens"] // 2)
+    with running_emulator(recognizer="hash", tpm=tpm) as emulator:
+        with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
+            start = time.monotonic()
+            first = [client.post(NATIVE, json=native_body()) for _ in range(5)]
+            assert time.monotonic() - start < 0.9  # all inside one window
+            time.sleep(1.05)
+            compat = [client.post(COMPATIBLE, json=compatible_body()) for _ in range(5)]
+        stats = emulator.stats()
+    assert [r.status_code for r in first] == [200, 200, 429, 429, 429]
+    assert first[2].json() | {"request_id": ""} == {
+        "request_id": "",
+        "code": "Throttling.AllocationQuota",
+        "message": "Allocated quota exceeded, please increase your quota limit.",
+    }
+    assert [r.status_code for r in compat] == [200, 200, 429, 429, 429]
+    assert compat[2].json()["error"]["code"] == "insufficient_quota"
+    assert compat[2].json()["error"]["type"] == "insufficient_quota"
+    assert stats["successes"] == 4
+    assert stats["by_error_code"] == {"Throttling.AllocationQuota": 3, "insufficient_quota": 3}
