@@ -31,6 +31,11 @@ from models.states import (
 )
 
 INSERT_CHUNK = 5_000
+OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
+# Finished items that may go back to the queue (`qocr retry`): failed and cancelled.
+REQUEUEABLE_STATES = tuple(
+    state for state in sources_of(ItemState.QUEUED) if state in TERMINAL_ITEM_STATES
+)
 
 
 @dataclass(frozen=True)
@@ -204,9 +209,11 @@ class Store:
 
     def complete_finished_batches(self) -> list[int]:
         """Mark running batches with no queued or running item left as completed."""
+        # IN (queued, running), not NOT IN (terminal states): two index lookups per batch
+        # on ix_items_batch_id_state instead of a scan of its finished items.
         open_items = (
             select(Item.id)
-            .where(Item.batch_id == Batch.id, Item.state.notin_(TERMINAL_ITEM_STATES))
+            .where(Item.batch_id == Batch.id, Item.state.in_(OPEN_ITEM_STATES))
             .limit(1)
         )
         now = utcnow()
@@ -228,9 +235,7 @@ class Store:
         """True while the batch has a queued or running item."""
         with self.sessions() as session:
             query = select(
-                exists().where(
-                    Item.batch_id == batch_id, Item.state.in_((ItemState.QUEUED, ItemState.RUNNING))
-                )
+                exists().where(Item.batch_id == batch_id, Item.state.in_(OPEN_ITEM_STATES))
             )
             return bool(session.scalar(query))
 
@@ -532,8 +537,7 @@ class Store:
     def requeue_failed(self, batch_id: int, codes: Sequence[str] | None = None) -> int:
         """Put failed and cancelled items of a batch back in the queue (``qocr retry``)."""
         now = utcnow()
-        condition = and_(Item.batch_id == batch_id, Item.state.in_(sources_of(ItemState.QUEUED)))
-        condition = and_(condition, Item.state != ItemState.RUNNING)
+        condition = and_(Item.batch_id == batch_id, Item.state.in_(REQUEUEABLE_STATES))
         if codes:
             condition = and_(condition, Item.last_error_code.in_(list(codes)))
         with self.sessions.begin() as session:

@@ -127,7 +127,8 @@ def test_faulty_service_every_item_succeeds_once(deploy: MakeDeployment, tmp_pat
     deployment = deploy(error_rate=0.2, drop_rate=0.05, rpm=300, latency_ms=(20, 120), seed=7)
     paths = write_pngs(tmp_path / "faults", 40)
     batch_id = deployment.submit(str(tmp_path / "faults"))
-    with deployment.worker(QOCR_RPM="300"):
+    # prefork here (the default pool): forked children must not share the parent's sockets.
+    with deployment.worker("--pool", "prefork", QOCR_RPM="300"):
         assert deployment.wait_finished(batch_id, timeout=150), deployment.logs()
 
     assert deployment.counts(batch_id)[ItemState.SUCCEEDED] == len(paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -28,7 +29,7 @@ def test_requests_are_spaced_evenly(backend: ThrottleBackend) -> None:
     waits = [throttle.reserve("m", limits, tokens=100).wait for _ in range(5)]
     spacing = limits.request_interval
     assert waits[0] == pytest.approx(0, abs=0.01)
-    for earlier, later in zip(waits, waits[1:], strict=False):
+    for earlier, later in itertools.pairwise(waits):
         assert later - earlier == pytest.approx(spacing, abs=0.01)
 
 
