@@ -140,7 +140,7 @@ class ItemProcessor:
             started = utcnow()
             clock = time.perf_counter()
             try:
-                result = self.rt.client(plan.api).recognize_with(image.url, plan.options)
+                result = self.rt.client(plan.api).recognize_with(image, plan.options)
             except RateLimitError as exc:
                 self.rt.throttle.penalize(model, exc.retry_after)
                 raise

@@ -47,9 +47,6 @@ _PILLOW_FORMATS = {
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.S)
 
-ImageSource = str | Path | bytes | bytearray | memoryview
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     """What we know about a local image: its real MIME type, size in pixels and bytes."""
@@ -71,6 +68,11 @@ class PreparedImage:
 
     url: str
     info: ImageInfo | None
+
+
+# A caller that checked an image once (the worker estimates its tokens from its size first)
+# passes the PreparedImage back, and it is not decoded and checked a second time.
+ImageSource = str | Path | bytes | bytearray | memoryview | PreparedImage
 
 
 def base64_size(raw_bytes: int) -> int:
@@ -208,8 +210,11 @@ def prepare_image(source: ImageSource) -> PreparedImage:
     """Turn a URL, data URL, path or bytes into what goes on the wire, checking local images.
 
     http(s) URLs are sent as they are; everything else becomes a data URL with the MIME type
-    sniffed from the bytes, whatever the file name or the declared type says.
+    sniffed from the bytes, whatever the file name or the declared type says. An image
+    prepared before (the worker checks it once to estimate its tokens) passes through.
     """
+    if isinstance(source, PreparedImage):
+        return source
     if isinstance(source, bytes | bytearray | memoryview):
         return _from_bytes(bytes(source))
     if isinstance(source, str):
