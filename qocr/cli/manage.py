@@ -154,7 +154,7 @@ def cancel(batch_id: int, as_json: bool) -> None:
             "running": running,
         }
         click.echo(dump(document))
-    elif before != BatchState.RUNNING:
+    elif before != BatchState.RUNNING and not cancelled:
         click.echo(f"batch {batch_id} is {before.value}: nothing to cancel")
     else:
         click.echo(

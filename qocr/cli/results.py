@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import click
 
-from models.reports import ItemRow, Reports
+from models.reports import ItemRow
 from models.states import ItemState
 from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
 from qocr.errors import QocrError
@@ -54,6 +54,17 @@ class ExportError(QocrError):
 
 
 # -- rows ------------------------------------------------------------------------------
+
+_RESULT_FIELDS = (
+    "text",
+    "kv_result",
+    "words_info",
+    "parsed",
+    "finish_reason",
+    "request_id",
+    "model",
+    "latency_ms",
+)
 
 
 def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
@@ -90,18 +101,6 @@ def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
             "total_tokens": usage.total_tokens,
         },
     }
-
-
-_RESULT_FIELDS = (
-    "text",
-    "kv_result",
-    "words_info",
-    "parsed",
-    "finish_reason",
-    "request_id",
-    "model",
-    "latency_ms",
-)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -220,6 +219,8 @@ def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json
     secret = api_secret(settings)
     only = ItemState(state) if state else None
     target = _s3_target(out) if out and out.startswith("s3://") else None
+    if out and target is None and Path(out).is_dir():
+        raise click.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
     with open_reports(settings) as reports:
         batch = reports.batch(batch_id)
         if batch is None:
@@ -229,7 +230,9 @@ def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json
             rows = reports.iter_items(batch_id, only)
             if fmt == "jsonl":
                 return write_jsonl(rows, stream, secret)
-            columns = kv_columns_of(batch.result_schema, _lazy_kv(reports, batch_id, only))
+            # Without a schema, a first pass over the results finds the columns (lazily).
+            kv_results = reports.iter_kv_results(batch_id, only)
+            columns = kv_columns_of(batch.result_schema, kv_results)
             return write_csv(rows, stream, columns, secret)
 
         if out is None:
@@ -246,11 +249,6 @@ def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json
                 _upload(settings, path, target, fmt)
     summary = {"batch_id": batch_id, "format": fmt, "rows": count, "out": out}
     click.echo(dump(summary) if as_json else f"wrote {count} rows ({fmt}) to {out}")
-
-
-def _lazy_kv(reports: Reports, batch_id: int, state: ItemState | None) -> Iterator[Any]:
-    # Only read when the batch has no schema to take the columns from.
-    yield from reports.iter_kv_results(batch_id, state)
 
 
 def _umask() -> int:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from models.base import utcnow
+from models.db import make_engine
 from models.reports import FINISHED_STATES, BatchInfo, BatchLine, BatchSummary, Recent, Reports
 from models.states import BatchState, ItemState
+from qocr.errors import ConfigError
 from qocr.pricing import PriceTable, price_table
 from qocr.qwen.catalog import REGIONS
 from qocr.redact import redact_text
@@ -33,20 +35,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 # started or was retried, when that is more recent).
 THROUGHPUT_WINDOW = timedelta(minutes=5)
 MIN_SPAN_SECONDS = 1.0
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 # The JSON key for a result without a finish reason, or a failed item without a code.
 UNKNOWN = "unknown"
 
 
 @contextmanager
 def open_reports(settings: Settings) -> Iterator[Reports]:
-    """The reporting queries over the configured database; the engine is closed after."""
-    from scheduler.submit import open_store
+    """The reporting queries over the configured database; the engine is closed after.
 
-    store = open_store(settings)
+    SQLite opens as every command opens it (a new file gets the schema). PostgreSQL is not
+    checked up front: importing Alembic for the check would cost a status call ~0.2 s, so a
+    missing schema is recognized from the first query's error instead.
+    """
+    from sqlalchemy.exc import ProgrammingError
+
+    if settings.database_url.startswith("sqlite"):
+        from scheduler.submit import open_store
+
+        engine = open_store(settings).engine
+    else:
+        engine = make_engine(settings.database_url)
     try:
-        yield Reports(store.engine)
+        yield Reports(engine)
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+            raise ConfigError(
+                "the database has no qocr schema: run `qocr db upgrade` first"
+            ) from None
+        raise
     finally:
-        store.engine.dispose()
+        engine.dispose()
 
 
 def no_such(kind: str, ident: int) -> click.ClickException:
@@ -261,9 +280,9 @@ def status(
         return
     prices = prices_from(settings, params)
     with open_reports(settings) as reports:
-        if reports.batch(batch_id) is None:
-            raise no_such("batch", batch_id)
         if watch:
+            if reports.batch(batch_id) is None:
+                raise no_such("batch", batch_id)
             follow(reports, batch_id, interval, show_bar=not as_json)
         document = batch_document(reports, batch_id, prices, secret)
     if as_json:
@@ -403,13 +422,12 @@ def render_summary(doc: dict[str, Any]) -> None:
     )
     finish = escape(_pairs(doc["finish_reasons"]))
     if doc["truncated"]:
-        finish += f"  [yellow]warning: {doc['truncated']:,} answers cut at max_tokens[/yellow]"
+        finish += f"  [yellow]warning: {doc['truncated']:,} answer(s) cut at max_tokens[/yellow]"
     grid.add_row("Finish", finish)
     grid.add_row("Errors", escape(_pairs(doc["errors"])))
     cost = doc["cost"]
     sources = sorted({m["price_source"] for m in cost["models"]}) or ["catalog"]
-    grid.add_row(
-        "Cost",
-        escape(f"~${cost['usd']:,.4f} ({cost['region']} prices: {', '.join(sources)})"),
-    )
+    usd = cost["usd"]
+    amount = f"{usd:,.6f}" if usd < 1 else f"{usd:,.2f}"
+    grid.add_row("Cost", escape(f"~${amount} ({cost['region']} prices: {', '.join(sources)})"))
     _console().print(grid)
