@@ -2,7 +2,9 @@
 
 from models.base import Base
 from models.entities import Attempt, Batch, Item, Result
+from models.schedule_run import ScheduleRun
 from models.states import AttemptOutcome, BatchState, ItemState
+from models.tallies import BatchTally
 
 __all__ = [
     "Attempt",
@@ -10,7 +12,9 @@ __all__ = [
     "Base",
     "Batch",
     "BatchState",
+    "BatchTally",
     "Item",
     "ItemState",
     "Result",
+    "ScheduleRun",
 ]

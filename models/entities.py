@@ -102,8 +102,9 @@ class Item(Base):
 
     __table_args__ = (
         UniqueConstraint("batch_id", "source"),
-        # Counts by state for one batch read only this index.
-        Index("ix_items_batch_id_state", "batch_id", "state"),
+        # One batch's items in one state (cancel, retry, open-item checks, exports by
+        # state), and its recently finished ones (throughput) as a range of this index.
+        Index("ix_items_batch_state_finished", "batch_id", "state", "finished_at"),
         # The dispatcher's pick: queued, not in the broker, oldest first.
         Index(
             "ix_items_undispatched",

@@ -1,33 +1,38 @@
 """Reports: every read-only query behind ``qocr status``, ``results`` and ``show``.
 
-The pipeline's writes live in :mod:`models.store`; this module only reads. Queries that
-summarize a batch are aggregates that ride ``ix_items_batch_id_state`` (counts, error codes)
-or join results to the batch's items (usage), so a million-item batch is summarized
-without loading a row into Python. Exports page through a batch by item id (keyset), each
-page a short transaction: no cursor or snapshot is held while a slow consumer writes.
+The pipeline's writes live in :mod:`models.store`; this module only reads. A batch's
+summary (counts, usage, finish reasons, error codes) comes from its tallies
+(:mod:`models.tallies`), so a million-item batch is summarized from a few rows. Exports
+page through a batch by item id (keyset), each page a short transaction: no cursor or
+snapshot is held while a slow consumer writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, text
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 
+from models import tallies
 from models.db import make_sessionmaker
 from models.entities import Attempt, Batch, Item, Result
 from models.states import AttemptOutcome, BatchState, ItemState
+from models.tallies import TallyKind
 
 PAGE_SIZE = 1_000
 ERROR_STATES = (ItemState.FAILED, ItemState.CANCELLED)
 FINISHED_STATES = (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED)
-
-
-def zero_counts() -> dict[ItemState, int]:
-    return dict.fromkeys(ItemState, 0)
+_USAGE_FIELDS = {
+    TallyKind.INPUT_TOKENS: "input_tokens",
+    TallyKind.OUTPUT_TOKENS: "output_tokens",
+    TallyKind.IMAGE_TOKENS: "image_tokens",
+    TallyKind.TOTAL_TOKENS: "total_tokens",
+}
 
 
 @dataclass(frozen=True)
@@ -243,75 +248,59 @@ class Reports:
         query = select(*_BATCH_COLUMNS).order_by(Batch.id.desc()).limit(limit)
         if state is not None:
             query = query.where(Batch.state == state)
-        with self.sessions() as session:
+        with self._snapshot() as session:
             batches = [_batch_info(row) for row in session.execute(query)]
-            counts: dict[int, dict[ItemState, int]] = {b.id: zero_counts() for b in batches}
-            if batches:
-                rows = session.execute(
-                    select(Item.batch_id, Item.state, func.count())
-                    .where(Item.batch_id.in_(list(counts)))
-                    .group_by(Item.batch_id, Item.state)
-                )
-                for batch_id, item_state, count in rows:
-                    counts[batch_id][item_state] = int(count)
+            counts = tallies.item_counts(session, [b.id for b in batches])
         return [BatchLine(batch=b, counts=counts[b.id]) for b in batches]
 
     def counts(self, batch_id: int) -> dict[ItemState, int]:
-        """Items by state: an index-only scan of ``ix_items_batch_id_state``."""
-        with self.sessions() as session:
-            return _counts(session, batch_id)
+        """Items by state, from the batch's tallies (a few rows whatever its size)."""
+        with self._snapshot() as session:
+            return tallies.item_counts(session, [batch_id])[batch_id]
 
     def summary(self, batch_id: int) -> BatchSummary | None:
-        """Counts, token usage, finish reasons and error codes of one batch, in one snapshot."""
-        with self.sessions() as session:
+        """Counts, token usage, finish reasons and error codes of one batch, in one snapshot.
+
+        Everything comes from the batch's tallies, which every terminal transition keeps
+        in its own transaction: the cost does not grow with the batch.
+        """
+        with self._snapshot() as session:
             row = session.execute(select(*_BATCH_COLUMNS).where(Batch.id == batch_id)).first()
             if row is None:
                 return None
             info = _batch_info(row)
-            if self._dialect == "postgresql":
-                # The usage sum reads every result of the batch; compiling it with JIT costs
-                # more (~50 ms per call at 1M rows) than it saves.
-                session.execute(text("SET LOCAL jit = off"))
-            counts = _counts(session, batch_id)
-            usage_rows = session.execute(
-                select(
-                    Result.model,
-                    Result.finish_reason,
-                    func.count(),
-                    func.sum(Result.input_tokens),
-                    func.sum(Result.output_tokens),
-                    func.sum(Result.image_tokens),
-                    func.sum(Result.total_tokens),
-                )
-                .join(Item, Item.id == Result.item_id)
-                .where(Item.batch_id == batch_id)
-                .group_by(Result.model, Result.finish_reason)
-            ).all()
-            error_rows = session.execute(
-                select(Item.last_error_code, func.count())
-                .where(Item.batch_id == batch_id, Item.state.in_(ERROR_STATES))
-                .group_by(Item.last_error_code)
-            ).all()
+            counts = tallies.item_counts(session, [batch_id])[batch_id]
+            totals = tallies.read(session, [batch_id])[batch_id]
         by_model: dict[str, Usage] = {}
         reasons: dict[str | None, int] = {}
-        for model, reason, count, tokens_in, tokens_out, tokens_image, tokens_total in usage_rows:
-            usage = Usage(
-                int(tokens_in or 0),
-                int(tokens_out or 0),
-                int(tokens_image or 0),
-                int(tokens_total or 0),
-            )
-            key = model or info.model
-            by_model[key] = by_model.get(key, Usage()) + usage
-            reasons[reason] = reasons.get(reason, 0) + int(count)
+        errors: dict[str | None, int] = {}
+        for (kind, key), value in totals.items():
+            if kind == TallyKind.FINISH:
+                reasons[key or None] = value
+            elif kind == TallyKind.ERROR:
+                errors[key or None] = value
+            elif kind in _USAGE_FIELDS:
+                model = key or info.model
+                usage = by_model.get(model, Usage())
+                by_model[model] = replace(
+                    usage, **{_USAGE_FIELDS[kind]: getattr(usage, _USAGE_FIELDS[kind]) + value}
+                )
         return BatchSummary(
             batch=info,
             counts=counts,
             usage=sum(by_model.values(), Usage()),
             usage_by_model=by_model,
             finish_reasons=reasons,
-            errors={code: int(count) for code, count in error_rows},
+            errors=errors,
         )
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Session]:
+        # Several queries, one snapshot: the counts of a running batch add up.
+        with self.sessions() as session:
+            if self._dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
 
     def finished_since(self, batch_id: int, since: datetime) -> Recent:
         """How many of the batch's items reached a terminal state after ``since``."""
@@ -412,15 +401,6 @@ class Reports:
             if len(page) < page_size:
                 return
             after = page[-1].id
-
-
-def _counts(session: Session, batch_id: int) -> dict[ItemState, int]:
-    rows = session.execute(
-        select(Item.state, func.count()).where(Item.batch_id == batch_id).group_by(Item.state)
-    )
-    counts = zero_counts()
-    counts.update({item_state: int(count) for item_state, count in rows})
-    return counts
 
 
 def _batch_info(row: Any) -> BatchInfo:

@@ -8,7 +8,9 @@ what another worker did: its update changes no row, and it learns so from the ro
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -19,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from models import tallies
 from models.base import utcnow
 from models.db import make_sessionmaker
 from models.entities import Attempt, Batch, Item, Result
@@ -29,6 +32,7 @@ from models.states import (
     ItemState,
     sources_of,
 )
+from models.tallies import TallyKind
 
 INSERT_CHUNK = 5_000
 OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
@@ -205,7 +209,17 @@ class Store:
                 updated_at=now,
             )
         )
-        return _changed(result)
+        cancelled = _changed(result)
+        tallies.add(
+            session,
+            batch_id,
+            0,
+            {
+                (TallyKind.STATE, ItemState.CANCELLED.value): cancelled,
+                (TallyKind.ERROR, code): cancelled,
+            },
+        )
+        return cancelled
 
     def complete_finished_batches(self) -> list[int]:
         """Mark running batches with no queued or running item left as completed."""
@@ -240,15 +254,17 @@ class Store:
             return bool(session.scalar(query))
 
     def counts_by_state(self, batch_id: int) -> dict[ItemState, int]:
+        """Items by state, from the batch's tallies: a few rows, whatever the batch size."""
+        with self.snapshot() as session:
+            return tallies.item_counts(session, [batch_id])[batch_id]
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose queries all see one snapshot."""
         with self.sessions() as session:
-            rows = session.execute(
-                select(Item.state, func.count())
-                .where(Item.batch_id == batch_id)
-                .group_by(Item.state)
-            )
-            counts = {state: 0 for state in ItemState}
-            counts.update({state: count for state, count in rows})
-            return counts
+            if self._dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -478,6 +494,20 @@ class Store:
                 return False
             self._count_attempt(session, item, attempt)
             session.execute(insert(Result).values(item_id=item.item_id, **result))
+            model = str(result.get("model") or "")
+            tallies.add(
+                session,
+                item.batch_id,
+                item.item_id,
+                {
+                    (TallyKind.STATE, ItemState.SUCCEEDED.value): 1,
+                    (TallyKind.FINISH, str(result.get("finish_reason") or "")): 1,
+                    (TallyKind.INPUT_TOKENS, model): int(result.get("input_tokens") or 0),
+                    (TallyKind.OUTPUT_TOKENS, model): int(result.get("output_tokens") or 0),
+                    (TallyKind.IMAGE_TOKENS, model): int(result.get("image_tokens") or 0),
+                    (TallyKind.TOTAL_TOKENS, model): int(result.get("total_tokens") or 0),
+                },
+            )
             return True
 
     def retry_later(self, item: ClaimedItem, attempt: AttemptRecord, not_before: datetime) -> bool:
@@ -525,7 +555,7 @@ class Store:
         with self.sessions.begin() as session:
             if attempt is not None:
                 self._count_attempt(session, item, attempt)
-            return self._leave_running(
+            failed = self._leave_running(
                 session,
                 item,
                 ItemState.FAILED,
@@ -533,6 +563,14 @@ class Store:
                 last_error_code=code,
                 last_error_message=message,
             )
+            if failed:
+                tallies.add(
+                    session,
+                    item.batch_id,
+                    item.item_id,
+                    {(TallyKind.STATE, ItemState.FAILED.value): 1, (TallyKind.ERROR, code): 1},
+                )
+            return failed
 
     def requeue_failed(self, batch_id: int, codes: Sequence[str] | None = None) -> int:
         """Put failed and cancelled items of a batch back in the queue (``qocr retry``)."""
@@ -541,23 +579,34 @@ class Store:
         if codes:
             condition = and_(condition, Item.last_error_code.in_(list(codes)))
         with self.sessions.begin() as session:
-            result = session.execute(
-                update(Item)
-                .where(condition)
-                .values(
-                    state=ItemState.QUEUED,
-                    not_before=None,
-                    dispatched_at=None,
-                    finished_at=None,
-                    updated_at=now,
+            requeued = 0
+            decrements: Counter[tuple[TallyKind, str]] = Counter()
+            # One UPDATE per state left, so the codes it returns are what left the tallies.
+            for state in REQUEUEABLE_STATES:
+                codes_left = session.scalars(
+                    update(Item)
+                    .where(condition, Item.state == state)
+                    .values(
+                        state=ItemState.QUEUED,
+                        not_before=None,
+                        dispatched_at=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                    .returning(Item.last_error_code)
+                ).all()
+                requeued += len(codes_left)
+                decrements[(TallyKind.STATE, state.value)] -= len(codes_left)
+                for code in codes_left:
+                    decrements[(TallyKind.ERROR, code or "")] -= 1
+            tallies.add(session, batch_id, 0, decrements)
+            if requeued:
+                session.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(state=BatchState.RUNNING, finished_at=None, stop_reason=None)
                 )
-            )
-            session.execute(
-                update(Batch)
-                .where(Batch.id == batch_id)
-                .values(state=BatchState.RUNNING, finished_at=None, stop_reason=None)
-            )
-            return _changed(result)
+            return requeued
 
 
 def _changed(result: Any) -> int:

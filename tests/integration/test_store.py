@@ -154,3 +154,59 @@ def test_stop_and_cancel_and_retry(engine: Engine) -> None:
     assert store.counts_by_state(batch_id)[ItemState.QUEUED] == 3
     assert store.get_batch(batch_id).state == BatchState.RUNNING  # type: ignore[union-attr]
     assert store.cancel_batch(batch_id) == 3
+
+
+def _counts_from_rows(store: Store, batch_id: int) -> dict[ItemState, int]:
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Item.state, func.count()).where(Item.batch_id == batch_id).group_by(Item.state)
+        )
+        counts = dict.fromkeys(ItemState, 0)
+        counts.update({state: int(count) for state, count in rows})
+        return counts
+
+
+def _codes_from_rows(store: Store, batch_id: int) -> dict[str, int]:
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Item.last_error_code, func.count())
+            .where(Item.batch_id == batch_id, Item.state.in_(["failed", "cancelled"]))
+            .group_by(Item.last_error_code)
+        )
+        return {str(code): int(count) for code, count in rows}
+
+
+def test_tallies_match_the_rows_through_every_transition(engine: Engine) -> None:
+    from models import tallies
+    from models.tallies import TallyKind
+
+    store = Store(engine)
+    batch_id = _batch(store, 12)
+    ids = store.pick_for_dispatch(12)
+
+    def check() -> None:
+        assert store.counts_by_state(batch_id) == _counts_from_rows(store, batch_id)
+        with store.sessions() as session:
+            totals = tallies.read(session, [batch_id])[batch_id]
+        codes = {key: value for (kind, key), value in totals.items() if kind == TallyKind.ERROR}
+        assert codes == _codes_from_rows(store, batch_id)
+
+    claimed = [store.claim(i, f"t{i}", utcnow() + timedelta(seconds=30)) for i in ids[:8]]
+    check()
+    for item in claimed[:4]:
+        assert item is not None and store.succeed(item, _attempt(), _result())
+    for item in claimed[4:6]:
+        assert item is not None and store.fail(item, "image_empty", "empty")
+    check()
+    store.stop_batch(batch_id, "InvalidApiKey: no", "batch_stopped")  # 4 queued → cancelled
+    check()
+    assert store.requeue_failed(batch_id, codes=["image_empty"]) == 2
+    check()
+    assert store.requeue_failed(batch_id) == 4
+    check()
+    store.cancel_batch(batch_id)
+    check()
+    with store.sessions() as session:
+        totals = tallies.read(session, [batch_id])[batch_id]
+    assert totals[(TallyKind.TOTAL_TOKENS, "")] == 40  # four results of 10 tokens each
+    assert totals[(TallyKind.FINISH, "stop")] == 4

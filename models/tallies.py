@@ -1,0 +1,128 @@
+"""Per-batch running totals, kept in the same transaction as the transitions they count.
+
+``qocr status`` on a million-item batch must not read a million rows: every terminal
+transition (an item succeeds, fails or is cancelled, or ``qocr retry`` takes it back) adds
+its share here, so a summary reads a few dozen rows whatever the batch size. Rows are
+spread over ``SHARDS`` per key so concurrent workers rarely wait on one row lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.base import Base
+from models.entities import Batch, Item
+from models.states import TERMINAL_ITEM_STATES, ItemState
+
+SHARDS = 8
+
+
+class TallyKind(StrEnum):
+    """What a tally counts; ``key`` says of what."""
+
+    STATE = "state"  # key: a terminal item state
+    FINISH = "finish"  # key: finish_reason ("" when the answer had none)
+    ERROR = "error"  # key: the last error code of failed and cancelled items
+    INPUT_TOKENS = "input"  # key: model
+    OUTPUT_TOKENS = "output"  # key: model
+    IMAGE_TOKENS = "image"  # key: model
+    TOTAL_TOKENS = "total"  # key: model
+
+
+Increments = Mapping[tuple[TallyKind, str], int]
+
+
+class BatchTally(Base):
+    __tablename__ = "batch_tallies"
+
+    batch_id: Mapped[int] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+def add(session: Session, batch_id: int, shard: int, increments: Increments) -> None:
+    """Add ``increments`` to the batch's tallies (one statement, upserting every key)."""
+    rows = [
+        {
+            "batch_id": batch_id,
+            "kind": kind.value,
+            "key": key,
+            "shard": shard % SHARDS,
+            "value": amount,
+        }
+        for (kind, key), amount in increments.items()
+        if amount
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(BatchTally).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=["batch_id", "kind", "key", "shard"],
+        set_={"value": BatchTally.value + statement.excluded.value},
+    )
+    session.execute(statement)
+
+
+def read(session: Session, batch_ids: list[int]) -> dict[int, dict[tuple[TallyKind, str], int]]:
+    """Every tally of the given batches, summed over shards."""
+    totals: dict[int, dict[tuple[TallyKind, str], int]] = {batch_id: {} for batch_id in batch_ids}
+    if not batch_ids:
+        return totals
+    rows = session.execute(
+        select(BatchTally.batch_id, BatchTally.kind, BatchTally.key, func.sum(BatchTally.value))
+        .where(BatchTally.batch_id.in_(batch_ids))
+        .group_by(BatchTally.batch_id, BatchTally.kind, BatchTally.key)
+    )
+    for batch_id, kind, key, value in rows:
+        if value:
+            totals[batch_id][(TallyKind(kind), key)] = int(value)
+    return totals
+
+
+def item_counts(session: Session, batch_ids: list[int]) -> dict[int, dict[ItemState, int]]:
+    """Items by state for each batch, from the tallies and the (few) running items.
+
+    Finished states come from the tallies; running items are counted on the index (there
+    are at most a window's worth); queued is what is left of the batch's total.
+    """
+    counts: dict[int, dict[ItemState, int]] = {
+        batch_id: {state: 0 for state in ItemState} for batch_id in batch_ids
+    }
+    if not batch_ids:
+        return counts
+    totals = {
+        batch_id: total
+        for batch_id, total in session.execute(
+            select(Batch.id, Batch.total_items).where(Batch.id.in_(batch_ids))
+        )
+    }
+    running = {
+        batch_id: count
+        for batch_id, count in session.execute(
+            select(Item.batch_id, func.count())
+            .where(Item.batch_id.in_(batch_ids), Item.state == ItemState.RUNNING)
+            .group_by(Item.batch_id)
+        )
+    }
+    for batch_id, tallies in read(session, batch_ids).items():
+        batch_counts = counts[batch_id]
+        for state in TERMINAL_ITEM_STATES:
+            batch_counts[state] = tallies.get((TallyKind.STATE, state.value), 0)
+        batch_counts[ItemState.RUNNING] = int(running.get(batch_id, 0))
+        finished = sum(batch_counts[state] for state in TERMINAL_ITEM_STATES)
+        batch_counts[ItemState.QUEUED] = (
+            int(totals.get(batch_id, 0)) - finished - batch_counts[ItemState.RUNNING]
+        )
+    return counts
