@@ -1,6 +1,6 @@
 """How fast `qocr status BATCH --json` answers on a million-item batch in PostgreSQL.
 
-    python bench/status_latency.py [--items N] [--text-bytes B] [--runs R] [--proposed-indexes]
+    python bench/status_latency.py [--items N] [--text-bytes B] [--runs R]
 
 Builds a throwaway database (``qocr_bench_status``, dropped at the end unless ``--keep``)
 with the real schema (Alembic head), an older completed batch of N/5 items and the measured
@@ -18,8 +18,8 @@ Figures printed:
 - the queries alone, in-process (no interpreter start-up), warm;
 - the start-up floor: `python -c "import qocr.cli.status"` plus settings and engine set-up.
 
-``--proposed-indexes`` adds the indexes the report recommends to the throwaway copy first,
-to show what they change. Needs PostgreSQL superuser access (trust auth on 127.0.0.1 by
+The batch tallies (``models/tallies.py``) are filled from the rows the way the pipeline's
+transitions fill them. Needs PostgreSQL superuser access (trust auth on 127.0.0.1 by
 default, as the tests use) and read access to the data directory for the cold figure.
 """
 
@@ -47,15 +47,6 @@ from qocr import migrate  # noqa: E402
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "qocr_bench_status"
 COLD_NAME = DB_NAME + "_cold"
-
-# The indexes the report recommends (not in the migrations): counts, throughput, usage and
-# export all become index-only range scans of the one batch.
-PROPOSED_INDEXES = (
-    "CREATE INDEX ix_items_batch_id_state_finished_at ON items (batch_id, state, finished_at)",
-    "CREATE INDEX ix_items_batch_id_id ON items (batch_id, id)",
-    "CREATE INDEX ix_results_usage ON results (item_id) INCLUDE "
-    "(model, finish_reason, input_tokens, output_tokens, image_tokens, total_tokens)",
-)
 
 
 def url_of(admin_url: str, database: str) -> str:
@@ -85,9 +76,11 @@ def populate(engine: Engine, items: int, text_bytes: int) -> int:
         older = _batch(conn, "older, completed", "completed", old)
         _items(conn, older, old, finished_share=1.0)
         _results(conn, older, text_bytes)
+        _tallies(conn, older)
         measured = _batch(conn, "bench, running", "running", items)
         _items(conn, measured, items, finished_share=0.95)
         _results(conn, measured, text_bytes)
+        _tallies(conn, measured)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     return measured
@@ -165,6 +158,39 @@ def _results(conn: Any, batch_id: int, text_bytes: int) -> None:
         ),
         {"batch": batch_id, "text_bytes": text_bytes},
     )
+
+
+# What the store's terminal transitions add up to (models/tallies.py), spread over shards.
+TALLIES = (
+    """SELECT batch_id, 'state', state, id % 8, 1 FROM items
+       WHERE batch_id = :batch AND state IN ('succeeded', 'failed', 'cancelled')""",
+    """SELECT batch_id, 'error', coalesce(last_error_code, ''), id % 8, 1 FROM items
+       WHERE batch_id = :batch AND state IN ('failed', 'cancelled')""",
+    """SELECT i.batch_id, 'finish', coalesce(r.finish_reason, ''), i.id % 8, 1
+       FROM results r JOIN items i ON i.id = r.item_id WHERE i.batch_id = :batch""",
+    *(
+        f"""SELECT i.batch_id, '{kind}', r.model, i.id % 8, r.{column}
+            FROM results r JOIN items i ON i.id = r.item_id WHERE i.batch_id = :batch"""
+        for kind, column in (
+            ("input", "input_tokens"),
+            ("output", "output_tokens"),
+            ("image", "image_tokens"),
+            ("total", "total_tokens"),
+        )
+    ),
+)
+
+
+def _tallies(conn: Any, batch_id: int) -> None:
+    for rows in TALLIES:
+        conn.execute(
+            text(
+                "INSERT INTO batch_tallies (batch_id, kind, key, shard, value)"
+                f" SELECT b, k, key, s, sum(v) FROM ({rows}) AS t(b, k, key, s, v)"
+                " GROUP BY b, k, key, s"
+            ),
+            {"batch": batch_id},
+        )
 
 
 def evict_from_page_cache(admin: Engine, database: str) -> int:
@@ -272,7 +298,6 @@ def main() -> None:
     parser.add_argument(
         "--admin-url", default=os.environ.get("QOCR_BENCH_PG_ADMIN_URL", DEFAULT_ADMIN_URL)
     )
-    parser.add_argument("--proposed-indexes", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
     args = parser.parse_args()
@@ -291,13 +316,6 @@ def main() -> None:
             start = time.perf_counter()
             batch_id = populate(engine, args.items, args.text_bytes)
             print(f"built {args.items:,} items in {time.perf_counter() - start:.1f} s")
-        if args.proposed_indexes:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for statement in PROPOSED_INDEXES:
-                    conn.execute(
-                        text(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
-                    )
-                conn.execute(text("VACUUM ANALYZE"))
         with engine.connect() as conn:
             sizes = conn.execute(
                 text(
@@ -326,7 +344,6 @@ def main() -> None:
             + ", ".join(f"{name} {size}" for name, size in sizes)
         )
         print(f"batch {batch_id}: {document['total']:,} items, counts {document['counts']}")
-        print(f"indexes: {'migrations + proposed' if args.proposed_indexes else 'migrations only'}")
         print(f"command: {sys.executable} -m qocr status {batch_id} --json")
         print(f"cold  {cold * 1000:8.0f} ms   (fresh copy of the database, {cold_note})")
         print(
