@@ -16,10 +16,13 @@ from celery import Celery, signals
 
 from qocr.logs import configure_logging
 from qocr.settings import Settings, get_settings
+from scheduler.beat import register_schedule_tasks
 
 log = logging.getLogger(__name__)
 
 QUEUE = "qocr"
+# Schedule ticks get their own queue: never behind minutes of item messages.
+CONTROL_QUEUE = "qocr.control"
 TASK_NAME = "qocr.process_item"
 # A task is at most a throttle wait plus a few bounded calls; the hard limit stays far
 # below the visibility timeout so a running task is never redelivered while it runs.
@@ -43,6 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
+        "task_routes": {"qocr.schedule_tick": {"queue": CONTROL_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_soft_time_limit": SOFT_TIME_LIMIT,
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("qocr", set_as_current=False)
     app.conf.update(celery_config(settings))
     _register_tasks(app)
+    register_schedule_tasks(app)
     return app
 
 

@@ -14,7 +14,7 @@ from models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.settings import Settings
 from scheduler.dispatch import Dispatcher, DispatchService, Publish, window_for
-from worker.app import QUEUE, TASK_NAME
+from worker.app import CONTROL_QUEUE, QUEUE, TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run_worker(
         "worker",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
-        f"--queues={QUEUE}",
+        f"--queues={QUEUE},{CONTROL_QUEUE}",
         "--loglevel=" + settings.log_level,
         "--without-gossip",
         "--without-mingle",

@@ -14,12 +14,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from models import Attempt, Batch, BatchState, Item, ItemState
+from models import Attempt, BatchState, Item, ItemState
 from qocr.s3 import make_s3_client
 from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import expected_text, png_bytes, write_pngs
+from tests.support.pipeline import Deployment
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def _state(deployment: Deployment, batch_id: int) -> BatchState | None:
+    batch = deployment.store.get_batch(batch_id)
+    return None if batch is None else batch.state
 
 
 @pytest.fixture
@@ -96,9 +103,9 @@ def test_every_source_kind_completes_with_its_own_text(
     for source, data in expected.items():
         assert results[source] == expected_text(data), source
     assert deployment.counts(batch_id)[ItemState.SUCCEEDED] == len(expected)
+    # The dispatcher closes a finished batch on its next tick (every second).
+    assert wait_until(lambda: _state(deployment, batch_id) == BatchState.COMPLETED, 10)
     with deployment.store.sessions() as session:
-        batch = session.get(Batch, batch_id)
-        assert batch is not None and batch.state == BatchState.COMPLETED
         etag = session.scalar(
             select(Item.fingerprint).where(Item.source == f"s3://{s3_bucket}/inbox/2026/doc-20.png")
         )
