@@ -97,14 +97,14 @@ def test_every_source_kind_completes_with_its_own_text(
     )
     with deployment.worker():
         assert deployment.wait_finished(batch_id, timeout=90), deployment.logs()
+        # The worker's dispatcher closes a finished batch on its next tick (every second).
+        assert wait_until(lambda: _state(deployment, batch_id) == BatchState.COMPLETED, 10)
 
     results = deployment.results_by_source(batch_id)
     assert set(results) == set(expected), deployment.failures(batch_id)
     for source, data in expected.items():
         assert results[source] == expected_text(data), source
     assert deployment.counts(batch_id)[ItemState.SUCCEEDED] == len(expected)
-    # The dispatcher closes a finished batch on its next tick (every second).
-    assert wait_until(lambda: _state(deployment, batch_id) == BatchState.COMPLETED, 10)
     with deployment.store.sessions() as session:
         etag = session.scalar(
             select(Item.fingerprint).where(Item.source == f"s3://{s3_bucket}/inbox/2026/doc-20.png")
