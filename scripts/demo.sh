@@ -19,6 +19,6 @@ export DASHSCOPE_API_KEY="${DASHSCOPE_API_KEY:-sk-local-emulator}"
 export QOCR_BASE_URL="http://127.0.0.1:$port"
 
 "$BIN/qocr" run samples/ --name "sample invoices" --schema samples/invoice-schema.json
-batch=$("$BIN/qocr" status --json | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+batch=$("$BIN/qocr" status --json --limit 1 | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["batches"][0]["id"])')
 "$BIN/qocr" status "$batch"
 "$BIN/qocr" results "$batch" --format csv
