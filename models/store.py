@@ -433,17 +433,11 @@ class Store:
             )
             return _changed(result)
 
-    def _count_attempt(self, session: Session, item: ClaimedItem, attempt: AttemptRecord) -> int:
-        """Add the attempt row; returns its number (the item's attempt count after it)."""
-        number = session.scalar(
-            update(Item)
-            .where(Item.id == item.item_id)
-            .values(attempts=Item.attempts + 1)
-            .returning(Item.attempts)
-        )
-        assert number is not None
-        session.add(
-            Attempt(
+    def _insert_attempt(
+        self, session: Session, item: ClaimedItem, number: int, attempt: AttemptRecord
+    ) -> None:
+        session.execute(
+            insert(Attempt).values(
                 item_id=item.item_id,
                 number=number,
                 outcome=attempt.outcome,
@@ -457,23 +451,54 @@ class Store:
                 worker=attempt.worker,
             )
         )
-        return int(number)
 
-    def _leave_running(
-        self, session: Session, item: ClaimedItem, target: ItemState, **values: Any
-    ) -> bool:
-        now = utcnow()
-        result = session.execute(
+    def _count_unguarded(self, session: Session, item: ClaimedItem, attempt: AttemptRecord) -> None:
+        """Count a paid call on an item this worker no longer holds (its result is dropped)."""
+        number = session.scalar(
             update(Item)
-            .where(
-                Item.id == item.item_id,
-                Item.state == ItemState.RUNNING,
-                Item.state.in_(sources_of(target)),
-                Item.lease_token == item.lease_token,
-            )
-            .values(state=target, lease_token=None, lease_until=None, updated_at=now, **values)
+            .where(Item.id == item.item_id)
+            .values(attempts=Item.attempts + 1)
+            .returning(Item.attempts)
         )
-        return _changed(result) == 1
+        if number is not None:
+            self._insert_attempt(session, item, int(number), attempt)
+
+    def _held_update(
+        self,
+        session: Session,
+        item: ClaimedItem,
+        attempt: AttemptRecord | None,
+        target: ItemState | None = None,
+        record_if_lost: bool = True,
+        **values: Any,
+    ) -> bool:
+        """Update an item this worker holds, counting ``attempt`` in the same statement.
+
+        ``target``: the state it moves to (its lease ends), or None to stay running. False
+        when the lease had moved on: nothing changed.
+        """
+        statement = update(Item).where(
+            Item.id == item.item_id,
+            Item.state == ItemState.RUNNING,
+            Item.lease_token == item.lease_token,
+        )
+        if target is not None:
+            statement = statement.where(Item.state.in_(sources_of(target))).values(
+                state=target, lease_token=None, lease_until=None
+            )
+        if attempt is not None:
+            statement = statement.values(attempts=Item.attempts + 1)
+        number = session.scalar(
+            statement.values(updated_at=utcnow(), **values).returning(Item.attempts)
+        )
+        if number is None:
+            if attempt is not None and record_if_lost:
+                # The call was made and paid for: it stays on the record either way.
+                self._count_unguarded(session, item, attempt)
+            return False
+        if attempt is not None:
+            self._insert_attempt(session, item, int(number), attempt)
+        return True
 
     def succeed(self, item: ClaimedItem, attempt: AttemptRecord, result: dict[str, Any]) -> bool:
         """Persist the result, the attempt and the terminal state in one transaction.
@@ -482,17 +507,18 @@ class Store:
         the paid call is still recorded, as a discarded attempt.
         """
         with self.sessions.begin() as session:
-            if not self._leave_running(
+            if not self._held_update(
                 session,
                 item,
+                attempt,
                 ItemState.SUCCEEDED,
+                record_if_lost=False,
                 finished_at=utcnow(),
                 last_error_code=None,
                 last_error_message=None,
             ):
-                self._count_attempt(session, item, _discarded(attempt))
+                self._count_unguarded(session, item, _discarded(attempt))
                 return False
-            self._count_attempt(session, item, attempt)
             session.execute(insert(Result).values(item_id=item.item_id, **result))
             model = str(result.get("model") or "")
             tallies.add(
@@ -513,10 +539,10 @@ class Store:
     def retry_later(self, item: ClaimedItem, attempt: AttemptRecord, not_before: datetime) -> bool:
         """Record a retryable failure; the item waits in SQL until ``not_before``."""
         with self.sessions.begin() as session:
-            self._count_attempt(session, item, attempt)
-            return self._leave_running(
+            return self._held_update(
                 session,
                 item,
+                attempt,
                 ItemState.QUEUED,
                 not_before=not_before,
                 dispatched_at=None,
@@ -527,25 +553,19 @@ class Store:
     def record_retry(self, item: ClaimedItem, attempt: AttemptRecord) -> bool:
         """Record a retryable failure that is retried at once, in the same claim."""
         with self.sessions.begin() as session:
-            self._count_attempt(session, item, attempt)
-            result = session.execute(
-                update(Item)
-                .where(
-                    Item.id == item.item_id,
-                    Item.state == ItemState.RUNNING,
-                    Item.lease_token == item.lease_token,
-                )
-                .values(
-                    last_error_code=attempt.error_code, last_error_message=attempt.error_message
-                )
+            return self._held_update(
+                session,
+                item,
+                attempt,
+                last_error_code=attempt.error_code,
+                last_error_message=attempt.error_message,
             )
-            return _changed(result) == 1
 
     def release(self, item: ClaimedItem, not_before: datetime) -> bool:
         """Give the item back without a call (the throttle had no slot soon enough)."""
         with self.sessions.begin() as session:
-            return self._leave_running(
-                session, item, ItemState.QUEUED, not_before=not_before, dispatched_at=None
+            return self._held_update(
+                session, item, None, ItemState.QUEUED, not_before=not_before, dispatched_at=None
             )
 
     def fail(
@@ -553,11 +573,10 @@ class Store:
     ) -> bool:
         """End the item as failed with ``code``; ``attempt`` when a call was made."""
         with self.sessions.begin() as session:
-            if attempt is not None:
-                self._count_attempt(session, item, attempt)
-            failed = self._leave_running(
+            failed = self._held_update(
                 session,
                 item,
+                attempt,
                 ItemState.FAILED,
                 finished_at=utcnow(),
                 last_error_code=code,
