@@ -17,6 +17,9 @@ MIN_FACTOR = 0.2
 PENALTY = 0.7
 # ...and climbs back to the full rate over this many seconds ("recovers within one minute").
 RECOVERY_SECONDS = 60.0
+# 429s that arrive together answer one burst: they slow the fleet down once, not once each
+# (a dozen in-flight calls failing at once would otherwise drive the rate to the floor).
+PENALTY_COOLDOWN_SECONDS = 2.0
 
 
 @dataclass
@@ -78,7 +81,8 @@ def settle(state: GcraState, token_interval: float, estimated: int, actual: int)
 
 def penalize(state: GcraState, now: float, retry_after: float | None) -> None:
     """A 429 came back: slow every caller down, and pause them all for ``retry_after``."""
-    state.factor = max(MIN_FACTOR, current_factor(state, now) * PENALTY)
-    state.penalized_at = now
+    if now - state.penalized_at >= PENALTY_COOLDOWN_SECONDS:
+        state.factor = max(MIN_FACTOR, current_factor(state, now) * PENALTY)
+        state.penalized_at = now
     if retry_after:
         state.paused_until = max(state.paused_until, now + retry_after)

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from worker.gcra import MIN_FACTOR, PENALTY, RECOVERY_SECONDS, Grant
+from worker.gcra import MIN_FACTOR, PENALTY, PENALTY_COOLDOWN_SECONDS, RECOVERY_SECONDS, Grant
 
 _PRELUDE = """
 local t = redis.call('TIME')
@@ -67,8 +67,10 @@ return 1
 _PENALIZE = (
     _PRELUDE
     + f"""
-factor = math.max({MIN_FACTOR!r}, current * {PENALTY!r})
-pat = now
+if now - pat >= {PENALTY_COOLDOWN_SECONDS!r} then
+  factor = math.max({MIN_FACTOR!r}, current * {PENALTY!r})
+  pat = now
+end
 local retry_after = tonumber(ARGV[1])
 if retry_after > 0 then
   pause = math.max(pause, now + retry_after)

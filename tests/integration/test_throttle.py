@@ -100,3 +100,10 @@ def test_memory_backend_recovers_with_time() -> None:
     assert backend.factor("m") == pytest.approx(0.85)
     clock[0] += 30
     assert backend.factor("m") == 1.0
+
+
+def test_a_burst_of_429s_slows_down_once(backend: ThrottleBackend) -> None:
+    throttle = Throttle(backend, max_wait=100)
+    for _ in range(6):  # six in-flight calls answered 429 together
+        throttle.penalize("m", retry_after=None)
+    assert backend.factor("m") == pytest.approx(0.7, abs=0.01)
