@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -106,7 +106,12 @@ def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
 
 
 class Store:
-    """The only class that issues SQL for the pipeline."""
+    """The only class that issues SQL for the pipeline.
+
+    Writes run on plain connections with Core statements: the ORM session's bookkeeping
+    (synchronizing updated objects, flushing a unit of work) cost more CPU per item than
+    the SQL itself, and no write here needs it.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -175,7 +180,7 @@ class Store:
         Its queued items are cancelled with ``code``; returns how many.
         """
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             session.execute(
                 update(Batch)
                 .where(Batch.id == batch_id, Batch.state == BatchState.RUNNING)
@@ -186,7 +191,7 @@ class Store:
     def cancel_batch(self, batch_id: int) -> int:
         """Cancel a running batch: its queued items stop at once; running ones finish."""
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             session.execute(
                 update(Batch)
                 .where(Batch.id == batch_id, Batch.state == BatchState.RUNNING)
@@ -195,7 +200,7 @@ class Store:
             return self._cancel_queued(session, batch_id, now, "cancelled", "batch cancelled")
 
     def _cancel_queued(
-        self, session: Session, batch_id: int, now: datetime, code: str, message: str
+        self, session: Connection, batch_id: int, now: datetime, code: str, message: str
     ) -> int:
         result = session.execute(
             update(Item)
@@ -231,7 +236,7 @@ class Store:
             .limit(1)
         )
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             done = list(
                 session.scalars(
                     select(Batch.id).where(Batch.state == BatchState.RUNNING, ~exists(open_items))
@@ -295,7 +300,7 @@ class Store:
             query = query.where(Item.batch_id == batch_id)
         if self._dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Item)
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             ids = list(session.scalars(query))
             if ids:
                 session.execute(
@@ -309,7 +314,7 @@ class Store:
         """The publish failed: these items are not in the broker after all."""
         if not item_ids:
             return
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             session.execute(
                 update(Item)
                 .where(Item.id.in_(item_ids), Item.state == ItemState.QUEUED)
@@ -347,7 +352,7 @@ class Store:
         A queued item dispatched longer than ``lost_after`` ago was probably lost by the
         broker: it is dispatched again (a duplicate message is harmless, the claim guards).
         """
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             expired = session.execute(
                 update(Item)
                 .where(Item.state == ItemState.RUNNING, Item.lease_until < now)
@@ -379,7 +384,7 @@ class Store:
         )
         if batch_id is not None:
             statement = statement.where(Item.batch_id == batch_id)
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             result = session.execute(statement)
             return _changed(result)
 
@@ -404,7 +409,7 @@ class Store:
             )
             .returning(Item.id, Item.batch_id, Item.source, Item.fingerprint, Item.attempts)
         )
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             row = session.execute(statement).first()
             if row is None:
                 return None
@@ -421,7 +426,7 @@ class Store:
         """Extend the leases of items still held by these tokens; returns how many."""
         if not leases:
             return 0
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             result = session.execute(
                 update(Item)
                 .where(
@@ -434,7 +439,7 @@ class Store:
             return _changed(result)
 
     def _insert_attempt(
-        self, session: Session, item: ClaimedItem, number: int, attempt: AttemptRecord
+        self, session: Connection, item: ClaimedItem, number: int, attempt: AttemptRecord
     ) -> None:
         session.execute(
             insert(Attempt).values(
@@ -452,7 +457,9 @@ class Store:
             )
         )
 
-    def _count_unguarded(self, session: Session, item: ClaimedItem, attempt: AttemptRecord) -> None:
+    def _count_unguarded(
+        self, session: Connection, item: ClaimedItem, attempt: AttemptRecord
+    ) -> None:
         """Count a paid call on an item this worker no longer holds (its result is dropped)."""
         number = session.scalar(
             update(Item)
@@ -465,7 +472,7 @@ class Store:
 
     def _held_update(
         self,
-        session: Session,
+        session: Connection,
         item: ClaimedItem,
         attempt: AttemptRecord | None,
         target: ItemState | None = None,
@@ -506,7 +513,7 @@ class Store:
         Returns False (and keeps no result) when the lease had moved on to another worker;
         the paid call is still recorded, as a discarded attempt.
         """
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             if not self._held_update(
                 session,
                 item,
@@ -538,7 +545,7 @@ class Store:
 
     def retry_later(self, item: ClaimedItem, attempt: AttemptRecord, not_before: datetime) -> bool:
         """Record a retryable failure; the item waits in SQL until ``not_before``."""
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             return self._held_update(
                 session,
                 item,
@@ -552,7 +559,7 @@ class Store:
 
     def record_retry(self, item: ClaimedItem, attempt: AttemptRecord) -> bool:
         """Record a retryable failure that is retried at once, in the same claim."""
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             return self._held_update(
                 session,
                 item,
@@ -563,7 +570,7 @@ class Store:
 
     def release(self, item: ClaimedItem, not_before: datetime) -> bool:
         """Give the item back without a call (the throttle had no slot soon enough)."""
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             return self._held_update(
                 session, item, None, ItemState.QUEUED, not_before=not_before, dispatched_at=None
             )
@@ -572,7 +579,7 @@ class Store:
         self, item: ClaimedItem, code: str, message: str, attempt: AttemptRecord | None = None
     ) -> bool:
         """End the item as failed with ``code``; ``attempt`` when a call was made."""
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             failed = self._held_update(
                 session,
                 item,
@@ -597,7 +604,7 @@ class Store:
         condition = and_(Item.batch_id == batch_id, Item.state.in_(REQUEUEABLE_STATES))
         if codes:
             condition = and_(condition, Item.last_error_code.in_(list(codes)))
-        with self.sessions.begin() as session:
+        with self.engine.begin() as session:
             requeued = 0
             decrements: Counter[tuple[TallyKind, str]] = Counter()
             # One UPDATE per state left, so the codes it returns are what left the tallies.

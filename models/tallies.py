@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, func, select
+from sqlalchemy import BigInteger, Connection, ForeignKey, Integer, String, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -50,7 +50,7 @@ class BatchTally(Base):
     value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
 
 
-def add(session: Session, batch_id: int, shard: int, increments: Increments) -> None:
+def add(connection: Connection, batch_id: int, shard: int, increments: Increments) -> None:
     """Add ``increments`` to the batch's tallies (one statement, upserting every key)."""
     rows = [
         {
@@ -65,17 +65,18 @@ def add(session: Session, batch_id: int, shard: int, increments: Increments) -> 
     ]
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = insert(BatchTally).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=["batch_id", "kind", "key", "shard"],
         set_={"value": BatchTally.value + statement.excluded.value},
     )
-    session.execute(statement)
+    connection.execute(statement)
 
 
-def read(session: Session, batch_ids: list[int]) -> dict[int, dict[tuple[TallyKind, str], int]]:
+def read(
+    session: Session | Connection, batch_ids: list[int]
+) -> dict[int, dict[tuple[TallyKind, str], int]]:
     """Every tally of the given batches, summed over shards."""
     totals: dict[int, dict[tuple[TallyKind, str], int]] = {batch_id: {} for batch_id in batch_ids}
     if not batch_ids:
@@ -91,7 +92,9 @@ def read(session: Session, batch_ids: list[int]) -> dict[int, dict[tuple[TallyKi
     return totals
 
 
-def item_counts(session: Session, batch_ids: list[int]) -> dict[int, dict[ItemState, int]]:
+def item_counts(
+    session: Session | Connection, batch_ids: list[int]
+) -> dict[int, dict[ItemState, int]]:
     """Items by state for each batch, from the tallies and the (few) running items.
 
     Finished states come from the tallies; running items are counted on the index (there
