@@ -16,7 +16,18 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +47,27 @@ from models.tallies import TallyKind
 
 INSERT_CHUNK = 5_000
 OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
+# The per-item statements, built once: constructing and cache-keying a statement on every
+# call cost more CPU than executing it (bench/overhead.py).
+_CLAIM = (
+    update(Item)
+    .where(
+        Item.id == bindparam("item_id"),
+        Item.state.in_(sources_of(ItemState.RUNNING)),
+        or_(Item.not_before.is_(None), Item.not_before <= bindparam("now")),
+    )
+    .values(
+        state=ItemState.RUNNING,
+        lease_token=bindparam("token"),
+        lease_until=bindparam("lease_until"),
+        dispatched_at=None,
+        updated_at=bindparam("now"),
+    )
+    .returning(Item.id, Item.batch_id, Item.source, Item.fingerprint, Item.attempts)
+)
+_INSERT_ATTEMPT = insert(Attempt)
+_INSERT_RESULT = insert(Result)
+
 # Finished items that may go back to the queue (`qocr retry`): failed and cancelled.
 REQUEUEABLE_STATES = tuple(
     state for state in sources_of(ItemState.QUEUED) if state in TERMINAL_ITEM_STATES
@@ -392,25 +424,9 @@ class Store:
 
     def claim(self, item_id: int, token: str, lease_until: datetime) -> ClaimedItem | None:
         """Take a queued, due item under a lease; None if it is not ours to run."""
-        now = utcnow()
-        statement = (
-            update(Item)
-            .where(
-                Item.id == item_id,
-                Item.state.in_(sources_of(ItemState.RUNNING)),
-                or_(Item.not_before.is_(None), Item.not_before <= now),
-            )
-            .values(
-                state=ItemState.RUNNING,
-                lease_token=token,
-                lease_until=lease_until,
-                dispatched_at=None,
-                updated_at=now,
-            )
-            .returning(Item.id, Item.batch_id, Item.source, Item.fingerprint, Item.attempts)
-        )
+        params = {"item_id": item_id, "token": token, "lease_until": lease_until, "now": utcnow()}
         with self.engine.begin() as session:
-            row = session.execute(statement).first()
+            row = session.execute(_CLAIM, params).first()
             if row is None:
                 return None
             return ClaimedItem(
@@ -442,19 +458,20 @@ class Store:
         self, session: Connection, item: ClaimedItem, number: int, attempt: AttemptRecord
     ) -> None:
         session.execute(
-            insert(Attempt).values(
-                item_id=item.item_id,
-                number=number,
-                outcome=attempt.outcome,
-                started_at=attempt.started_at,
-                ended_at=attempt.ended_at,
-                http_status=attempt.http_status,
-                error_code=attempt.error_code,
-                error_message=attempt.error_message,
-                request_id=attempt.request_id,
-                retry_after=attempt.retry_after,
-                worker=attempt.worker,
-            )
+            _INSERT_ATTEMPT,
+            {
+                "item_id": item.item_id,
+                "number": number,
+                "outcome": attempt.outcome,
+                "started_at": attempt.started_at,
+                "ended_at": attempt.ended_at,
+                "http_status": attempt.http_status,
+                "error_code": attempt.error_code,
+                "error_message": attempt.error_message,
+                "request_id": attempt.request_id,
+                "retry_after": attempt.retry_after,
+                "worker": attempt.worker,
+            },
         )
 
     def _count_unguarded(
@@ -526,7 +543,7 @@ class Store:
             ):
                 self._count_unguarded(session, item, _discarded(attempt))
                 return False
-            session.execute(insert(Result).values(item_id=item.item_id, **result))
+            session.execute(_INSERT_RESULT, {"item_id": item.item_id, **result})
             model = str(result.get("model") or "")
             tallies.add(
                 session,

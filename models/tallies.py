@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import BigInteger, Connection, ForeignKey, Integer, String, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,7 +52,7 @@ class BatchTally(Base):
 
 
 def add(connection: Connection, batch_id: int, shard: int, increments: Increments) -> None:
-    """Add ``increments`` to the batch's tallies (one statement, upserting every key)."""
+    """Add ``increments`` to the batch's tallies (one upsert, run for every key)."""
     rows = [
         {
             "batch_id": batch_id,
@@ -63,15 +64,20 @@ def add(connection: Connection, batch_id: int, shard: int, increments: Increment
         for (kind, key), amount in increments.items()
         if amount
     ]
-    if not rows:
-        return
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(BatchTally).values(rows)
-    statement = statement.on_conflict_do_update(
+    if rows:
+        connection.execute(_UPSERTS[connection.dialect.name], rows)
+
+
+def _upsert(insert: Any) -> Any:
+    statement = insert(BatchTally)
+    return statement.on_conflict_do_update(
         index_elements=["batch_id", "kind", "key", "shard"],
         set_={"value": BatchTally.value + statement.excluded.value},
     )
-    connection.execute(statement)
+
+
+# One statement per dialect, built once, run with one set of parameters per key.
+_UPSERTS = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 def read(
