@@ -47,6 +47,7 @@ _PILLOW_FORMATS = {
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<payload>.*)$", re.S)
 
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What we know about a local image: its real MIME type, size in pixels and bytes."""
