@@ -14,9 +14,12 @@ from dataclasses import dataclass
 # After a 429 the rate drops to this share of the limit at least...
 MIN_FACTOR = 0.2
 # ...by this step per 429...
-PENALTY = 0.7
-# ...and climbs back to the full rate over this many seconds ("recovers within one minute").
-RECOVERY_SECONDS = 60.0
+PENALTY = 0.9
+# ...and climbs back to the full rate over this many seconds (the service "recovers within
+# one minute"). A mild, short penalty: a lone 429 costs the fleet about half a second of
+# calls, while a limit that really is lower (another client on the account) still drives
+# the rate down step by step (bench/RESULTS.md, saturation).
+RECOVERY_SECONDS = 10.0
 # 429s that arrive together answer one burst: they slow the fleet down once, not once each
 # (a dozen in-flight calls failing at once would otherwise drive the rate to the floor).
 PENALTY_COOLDOWN_SECONDS = 2.0
@@ -74,8 +77,12 @@ def reserve(
 
 
 def settle(state: GcraState, token_interval: float, estimated: int, actual: int) -> None:
-    """Correct the token budget once the real usage is known."""
-    if token_interval > 0:
+    """Charge what a call used beyond its estimate, once the real usage is known.
+
+    Never a refund: slots already granted were spaced on the old arrival time, and moving
+    it back would hand the same seconds out twice (a burst the service answers with 429s).
+    """
+    if token_interval > 0 and actual > estimated:
         state.token_tat += (actual - estimated) * token_interval
 
 

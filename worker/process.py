@@ -21,7 +21,7 @@ from models.states import AttemptOutcome
 from models.store import AttemptRecord, ClaimedItem
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
-from qocr.qwen.result import OCRResult
+from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import backoff_seconds, retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
 from worker.fetch import FetchError
@@ -66,6 +66,7 @@ class ItemProcessor:
         self.rt = runtime
         self._sleep = sleep
         self._output_estimate: dict[str, float] = {}
+        self._url_image_estimate: dict[str, float] = {}
 
     def process(self, item_id: int) -> Outcome:
         item = self.rt.store.claim(item_id, uuid.uuid4().hex, self.rt.leases.lease_until())
@@ -105,7 +106,13 @@ class ItemProcessor:
     def _estimate(self, plan: BatchPlan, image: PreparedImage) -> int:
         options = plan.options
         if image.info is None:
-            pixels = max_image_tokens(options.model, options.max_pixels)
+            # A URL's size is unknown before the call: the largest image the model takes,
+            # until answers have shown what this model's URL images cost.
+            pixels = int(
+                self._url_image_estimate.get(
+                    options.model, max_image_tokens(options.model, options.max_pixels)
+                )
+            )
         else:
             pixels = image_tokens(
                 image.info.width,
@@ -117,9 +124,13 @@ class ItemProcessor:
         output = self._output_estimate.get(options.model, INITIAL_OUTPUT_ESTIMATE)
         return pixels + prompt_tokens(options) + int(min(output, options.effective_max_tokens()))
 
-    def _learn_output(self, model: str, output_tokens: int) -> None:
+    def _learn(self, model: str, image: PreparedImage, usage: Usage) -> None:
+        """Moving averages of what calls really cost, for the next estimates."""
         previous = self._output_estimate.get(model, INITIAL_OUTPUT_ESTIMATE)
-        self._output_estimate[model] = 0.8 * previous + 0.2 * output_tokens
+        self._output_estimate[model] = 0.8 * previous + 0.2 * usage.output_tokens
+        if image.info is None and usage.image_tokens:
+            seen = self._url_image_estimate.get(model, float(usage.image_tokens))
+            self._url_image_estimate[model] = 0.8 * seen + 0.2 * usage.image_tokens
 
     def _call_and_persist(
         self, item: ClaimedItem, plan: BatchPlan, image: PreparedImage, sha256: str | None
@@ -172,7 +183,7 @@ class ItemProcessor:
         usage = result.usage
         if usage is not None:
             self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
-            self._learn_output(model, usage.output_tokens)
+            self._learn(model, image, usage)
         row = result_row(result, latency_ms, sha256, plan.options.fingerprint())
         attempt = AttemptRecord(
             started_at=started,

@@ -108,7 +108,8 @@ class Throttle:
         )
 
     def settle(self, model: str, limits: Limits, estimated: int, actual: int) -> None:
-        if limits.tpm and actual != estimated:
+        """Charge tokens a call used beyond its estimate (no refunds: see gcra.settle)."""
+        if limits.tpm and actual > estimated:
             self.backend.settle(model, limits.token_interval, estimated, actual)
 
     def penalize(self, model: str, retry_after: float | None) -> None:

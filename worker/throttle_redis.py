@@ -58,8 +58,11 @@ return {1, tostring(wait)}
 _SETTLE = (
     _PRELUDE
     + """
-ttat = ttat + tonumber(ARGV[1]) * tonumber(ARGV[2])
-save()
+local extra = tonumber(ARGV[1])
+if extra > 0 then
+  ttat = ttat + extra * tonumber(ARGV[2])
+  save()
+end
 return 1
 """
 )

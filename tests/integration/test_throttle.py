@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from worker.gcra import PENALTY, RECOVERY_SECONDS
 from worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
 from worker.throttle_redis import RedisBackend
 
@@ -52,22 +53,26 @@ def test_tokens_bind_when_tpm_is_the_tighter_limit(backend: ThrottleBackend) -> 
     assert second.wait == pytest.approx(2.0 / 0.97, abs=0.05)
 
 
-def test_settle_returns_unused_tokens(backend: ThrottleBackend) -> None:
+def test_settle_charges_overruns_and_never_refunds(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=100)
-    limits = Limits(rpm=6000, tpm=60_000)
+    limits = Limits(rpm=6000, tpm=60_000)  # 1,000 tokens a second
     throttle.reserve("m", limits, tokens=2_000)
+    # Used less than estimated: the slots already handed out stay where they are.
     throttle.settle("m", limits, estimated=2_000, actual=500)
-    assert throttle.reserve("m", limits, tokens=10).wait == pytest.approx(0.5 / 0.97, abs=0.05)
+    assert throttle.reserve("m", limits, tokens=1_000).wait == pytest.approx(2 / 0.97, abs=0.05)
+    # Used more: the next caller waits for the overrun too.
+    throttle.settle("m", limits, estimated=1_000, actual=2_000)
+    assert throttle.reserve("m", limits, tokens=10).wait == pytest.approx(4 / 0.97, abs=0.05)
 
 
 def test_a_429_slows_down_then_recovers(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=100)
     limits = Limits(rpm=600, tpm=None)
     throttle.penalize("m", retry_after=None)
-    assert backend.factor("m") == pytest.approx(0.7, abs=0.01)
+    assert backend.factor("m") == pytest.approx(PENALTY, abs=0.01)
     first = throttle.reserve("m", limits, 1).wait
     second = throttle.reserve("m", limits, 1).wait
-    assert second - first == pytest.approx(limits.request_interval / 0.7, rel=0.05)
+    assert second - first == pytest.approx(limits.request_interval / PENALTY, rel=0.05)
 
 
 def test_retry_after_pauses_every_caller(backend: ThrottleBackend) -> None:
@@ -95,10 +100,10 @@ def test_memory_backend_recovers_with_time() -> None:
     clock = [1000.0]
     backend = MemoryBackend(clock=lambda: clock[0])
     backend.penalize("m", None)
-    assert backend.factor("m") == pytest.approx(0.7)
-    clock[0] += 30
-    assert backend.factor("m") == pytest.approx(0.85)
-    clock[0] += 30
+    assert backend.factor("m") == pytest.approx(PENALTY)
+    clock[0] += RECOVERY_SECONDS / 2
+    assert backend.factor("m") == pytest.approx((1 + PENALTY) / 2)
+    clock[0] += RECOVERY_SECONDS / 2
     assert backend.factor("m") == 1.0
 
 
@@ -106,4 +111,4 @@ def test_a_burst_of_429s_slows_down_once(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=100)
     for _ in range(6):  # six in-flight calls answered 429 together
         throttle.penalize("m", retry_after=None)
-    assert backend.factor("m") == pytest.approx(0.7, abs=0.01)
+    assert backend.factor("m") == pytest.approx(PENALTY, abs=0.01)
