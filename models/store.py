@@ -306,12 +306,17 @@ class Store:
     # -- dispatch ----------------------------------------------------------------------
 
     def pick_for_dispatch(
-        self, limit: int, now: datetime | None = None, batch_id: int | None = None
+        self,
+        limit: int,
+        now: datetime | None = None,
+        batch_id: int | None = None,
+        retries_only: bool = False,
     ) -> list[int]:
         """Mark up to ``limit`` due, undispatched items as dispatched; returns their ids.
 
-        Oldest first. ``FOR UPDATE SKIP LOCKED`` lets two dispatchers run at once on
-        PostgreSQL without picking the same rows (SQLite serializes writers anyway).
+        Oldest first. ``retries_only``: items that ran before (a retry, or a dead worker's
+        item), which carry a ``not_before``. ``FOR UPDATE SKIP LOCKED`` lets two dispatchers
+        run at once on PostgreSQL without picking the same rows (SQLite serializes writers).
         """
         if limit <= 0:
             return []
@@ -330,6 +335,8 @@ class Store:
         )
         if batch_id is not None:
             query = query.where(Item.batch_id == batch_id)
+        if retries_only:
+            query = query.where(Item.not_before.is_not(None))
         if self._dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Item)
         with self.engine.begin() as session:
@@ -393,6 +400,8 @@ class Store:
                     lease_token=None,
                     lease_until=None,
                     dispatched_at=None,
+                    # Due now, and marked as run before: it goes to the retry queue.
+                    not_before=now,
                     updated_at=now,
                 )
             )

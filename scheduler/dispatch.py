@@ -31,7 +31,9 @@ LOCK_TTL_MS = 15_000
 # Present while the broker keeps its data; gone after a restart without persistence.
 EPOCH_KEY = "qocr:broker:epoch"
 
-Publish = Callable[[Sequence[int]], None]
+# publish(item_ids, retry): retries (items that ran before) go to their own queue, which
+# workers read in turn with the main one, so they do not wait behind a full window.
+Publish = Callable[[Sequence[int], bool], None]
 
 _RENEW_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -89,17 +91,23 @@ class Dispatcher:
 
     def top_up(self) -> int:
         """Publish due items until the window is full; returns how many were published."""
+        self._check_broker_epoch()
         room = self.window - self.store.in_flight_count()
-        item_ids = self.store.pick_for_dispatch(room)
+        retries = self.store.pick_for_dispatch(room, retries_only=True)
+        self._publish(retries, retry=True)
+        fresh = self.store.pick_for_dispatch(room - len(retries))
+        self._publish(fresh, retry=False)
+        return len(retries) + len(fresh)
+
+    def _publish(self, item_ids: Sequence[int], retry: bool) -> None:
         if not item_ids:
-            return 0
+            return
         try:
-            self.publish(item_ids)
+            self.publish(item_ids, retry)
         except Exception:
             # Not published means not dispatched: the next tick tries again.
             self.store.unmark_dispatched(item_ids)
             raise
-        return len(item_ids)
 
     def _check_broker_epoch(self) -> int:
         """When the broker lost its data, every dispatched message is gone: dispatch again."""

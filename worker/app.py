@@ -21,7 +21,9 @@ from scheduler.beat import register_schedule_tasks
 log = logging.getLogger(__name__)
 
 QUEUE = "qocr"
-# Schedule ticks get their own queue: never behind minutes of item messages.
+# Items that ran before (retries, a dead worker's items) and schedule ticks get their own
+# queues, read in turn with the main one: never behind minutes of item messages.
+RETRY_QUEUE = "qocr.retry"
 CONTROL_QUEUE = "qocr.control"
 TASK_NAME = "qocr.process_item"
 # A task is at most a throttle wait plus a few bounded calls; the hard limit stays far

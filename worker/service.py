@@ -14,7 +14,7 @@ from models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.settings import Settings
 from scheduler.dispatch import Dispatcher, DispatchService, Publish, window_for
-from worker.app import CONTROL_QUEUE, QUEUE, TASK_NAME
+from worker.app import CONTROL_QUEUE, QUEUE, RETRY_QUEUE, TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,11 @@ def celery_publisher(app: Celery) -> Publish:
     """Publish item ids on one reused producer connection."""
     task = app.tasks[TASK_NAME]
 
-    def publish(item_ids: Sequence[int]) -> None:
+    def publish(item_ids: Sequence[int], retry: bool) -> None:
+        queue = RETRY_QUEUE if retry else QUEUE
         with app.producer_or_acquire() as producer:
             for item_id in item_ids:
-                task.apply_async(args=[item_id], producer=producer, queue=QUEUE)
+                task.apply_async(args=[item_id], producer=producer, queue=queue)
 
     return publish
 
@@ -67,7 +68,7 @@ def run_worker(
         "worker",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
-        f"--queues={QUEUE},{CONTROL_QUEUE}",
+        f"--queues={QUEUE},{RETRY_QUEUE},{CONTROL_QUEUE}",
         "--loglevel=" + settings.log_level,
         "--without-gossip",
         "--without-mingle",

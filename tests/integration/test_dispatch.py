@@ -22,7 +22,7 @@ class Recorder:
         self.published: list[int] = []
         self.fail = fail
 
-    def __call__(self, item_ids: Sequence[int]) -> None:
+    def __call__(self, item_ids: Sequence[int], retry: bool = False) -> None:
         if self.fail:
             raise ConnectionError("broker down")
         self.published.extend(item_ids)
@@ -116,3 +116,40 @@ def _attempt():  # type: ignore[no-untyped-def]
 
     now = utcnow()
     return AttemptRecord(started_at=now, ended_at=now, outcome=AttemptOutcome.SUCCEEDED)
+
+
+class QueueRecorder:
+    def __init__(self) -> None:
+        self.by_queue: dict[bool, list[int]] = {False: [], True: []}
+
+    def __call__(self, item_ids: Sequence[int], retry: bool) -> None:
+        self.by_queue[retry].extend(item_ids)
+
+
+def test_items_of_a_dead_worker_skip_the_line(engine: Engine) -> None:
+    store, _ = _store_with(engine, 6)
+    publish = QueueRecorder()
+    dispatcher = Dispatcher(store, publish, window=10)
+    dispatcher.top_up()
+    first = publish.by_queue[False][0]
+    assert store.claim(first, "dead", utcnow() - timedelta(seconds=1)) is not None
+    store.reap(utcnow(), lost_after=timedelta(minutes=15))
+    dispatcher.top_up()
+    # Its item comes back on the retry queue, not behind the five still waiting.
+    assert publish.by_queue[True] == [first]
+    assert len(publish.by_queue[False]) == 6
+
+
+def test_submit_sets_the_epoch_so_workers_do_not_dispatch_twice(
+    engine: Engine, redis_url: str
+) -> None:
+    store, _ = _store_with(engine, 3)
+    client = redis.Redis.from_url(redis_url)
+    submitted = Recorder()
+    Dispatcher(store, submitted, window=10, redis_client=client).top_up()  # `qocr submit`
+    worker = Recorder()
+    report = Dispatcher(store, worker, window=10, redis_client=client).tick()
+    assert report.broker_reset == 0
+    assert worker.published == []
+    assert len(submitted.published) == 3
+    client.close()
