@@ -26,3 +26,9 @@ test: install services lint
 
 demo: install
 	bash scripts/demo.sh
+
+bench: install services
+	$(BIN)/python bench/run_all.py
+
+bench-quick: install services
+	$(BIN)/python bench/run_all.py --quick

@@ -1,0 +1,116 @@
+"""The benchmarks at their quick size: each runs and produces its figures (never a speed).
+
+``bench/run_all.py --quick`` against real PostgreSQL and Redis (databases 10 and 11), the
+emulator and real ``qocr worker`` processes, writing its JSON and a RESULTS.md into a
+temporary folder. Only the presence of the figures and the sanity of the counts are
+asserted: timings on a shared CI machine say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run_all.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--results",
+            str(out / "RESULTS.md"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out
+
+
+def load(folder: Path, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((folder / f"{name}.json").read_text())
+    return document
+
+
+def test_every_benchmark_reports_the_machine(quick_run: Path) -> None:
+    for name in ("saturation", "overhead", "scale", "recovery"):
+        machine = load(quick_run, name)["machine"]
+        for key in ("cpu", "cores", "ram_gib", "python", "redis", "postgresql", "git_commit"):
+            assert machine[key], (name, key)
+
+
+def test_saturation_figures(quick_run: Path) -> None:
+    scenario = load(quick_run, "saturation")["scenarios"]["rpm600"]
+    for system in ("qocr", "baseline"):
+        figures = scenario[system]
+        assert figures["successes"] > 0
+        assert figures["requests"] >= figures["successes"] + figures["status_429"]
+        assert 0 <= figures["share_429"] <= 1
+        assert figures["ratio"] > 0
+        assert figures["successes_in_window"] > 0
+
+
+def test_overhead_figures(quick_run: Path) -> None:
+    document = load(quick_run, "overhead")
+    items = document["config"]["items"]
+    assert document["floor"]["completed"] == items
+    assert document["qocr"]["states"] == {"succeeded": items}
+    assert document["floor"]["items_per_second"] > 0
+    assert document["qocr"]["items_per_second"] > 0
+    assert document["ratio"] > 0
+    census = document["census"]
+    for variant in ("today", "core_statements"):
+        assert census[variant]["per_item"]["sql_statements"] > 0
+        assert (
+            census[variant]["rows_written"]["results"] == census["today"]["rows_written"]["results"]
+        )
+    assert set(document["image_path"]) >= {"small_png_3kb"}
+
+
+def test_scale_figures(quick_run: Path) -> None:
+    document = load(quick_run, "scale")
+    assert document["config"]["items"] == 10_000
+    assert document["submit_wall_s"] > 0
+    assert document["drain"]["done"] >= document["config"]["drain_target"]
+    assert document["redis"]["samples"] > 0
+    assert document["redis"]["peak_used_memory_mib"] > 0
+    assert document["database"]["items_total_bytes_per_item"] > 0
+    assert document["worker_rss"]["by_items_done"]["100%"]["rss_mib"] > 0
+    assert document["status_on_this_batch"]["warm_median_ms"] > 0
+
+
+def test_recovery_figures(quick_run: Path) -> None:
+    document = load(quick_run, "recovery")
+    items = document["config"]["items"]
+    assert document["batch_finished"]
+    assert document["results"] == items
+    assert document["states"] == {"succeeded": items}
+    assert document["orphans_rerun"] == document["orphans"]
+    assert document["images_paid"] == items
+    assert 0 <= document["images_paid_twice"] <= document["orphans"]
+
+
+def test_status_latency_and_results_file(quick_run: Path) -> None:
+    if (REPO / "bench" / "status_latency.py").exists():
+        document = load(quick_run, "status_latency")
+        assert document["cold_ms"] > 0
+        assert document["warm_median_ms"] > 0
+    results = (quick_run / "RESULTS.md").read_text()
+    assert "## Targets" in results
+    assert "## 4. Recovery" in results
