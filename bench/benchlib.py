@@ -218,8 +218,8 @@ def _pg_url(database: str) -> str:
 @contextmanager
 def scratch_database(prefix: str = "qocr_bench", migrate: bool = True) -> Iterator[str]:
     """A fresh PostgreSQL database (migrated to head), dropped afterwards."""
-    from models.db import make_engine
-    from qocr import migrate as migrations
+    from qocr.migrations import migrate as migrations
+    from qocr.models.db import make_engine
 
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -514,7 +514,7 @@ class Deployment:
 
 
 def _normalize(url: str) -> str:
-    from models.db import normalize_url
+    from qocr.models.db import normalize_url
 
     return normalize_url(url)
 

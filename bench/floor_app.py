@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 from qocr.settings import load_settings
-from worker.app import celery_config
+from qocr.worker.app import celery_config
 
 QUEUE = "bench_floor"
 TASK_NAME = "bench.noop"

@@ -323,9 +323,9 @@ def _variant_runtime(settings: Any, variant: str) -> Any:
     from sqlalchemy.orm import Session, sessionmaker
     from sqlalchemy.sql.dml import Update
 
-    from models.db import make_engine
-    from models.store import Store
-    from worker.runtime import Runtime
+    from qocr.models.db import make_engine
+    from qocr.models.store import Store
+    from qocr.worker.runtime import Runtime
 
     runtime = Runtime(settings)
     if variant == "today":
@@ -365,10 +365,10 @@ def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
     import redis
     from sqlalchemy import event
 
-    from models.store import BatchSpec, SourceRow
+    from qocr.models.store import BatchSpec, SourceRow
     from qocr.qwen.options import RecognizeOptions
     from qocr.settings import load_settings
-    from worker.process import ItemProcessor
+    from qocr.worker.process import ItemProcessor
 
     folder = bl.image_folder(items, SMALL_PAGE, root=bl.OUT / "images-census")
     paths = sorted(folder.glob("*.png"))

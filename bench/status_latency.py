@@ -41,8 +41,8 @@ from sqlalchemy import Engine, create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.db import make_engine  # noqa: E402
-from qocr import migrate  # noqa: E402
+from qocr.migrations import migrate  # noqa: E402
+from qocr.models.db import make_engine  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "qocr_bench_status"
@@ -248,8 +248,8 @@ def startup_floor(database_url: str) -> float:
 
 def query_seconds(database_url: str, batch_id: int, runs: int) -> dict[str, float]:
     """The reporting queries alone, warm, in this process (median of ``runs``)."""
-    from models.base import utcnow
-    from models.reports import Reports
+    from qocr.models.base import utcnow
+    from qocr.models.reports import Reports
 
     engine = make_engine(database_url)
     reports = Reports(engine)

@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from the caller (qocr.migrate), never from a file."""
+"""Alembic environment: the URL comes from the caller (`migrate.py`), never from a file."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from models import Base
+from qocr.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,7 +28,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from models.db import make_engine
+    from qocr.models.db import make_engine
 
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as conn:

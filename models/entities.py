@@ -19,8 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, PortableJSON, UTCDateTime, utcnow
-from models.states import AttemptOutcome, BatchState, ItemState
+from qocr.models.base import Base, PortableJSON, UTCDateTime, utcnow
+from qocr.models.states import AttemptOutcome, BatchState, ItemState
 
 # BigInteger ids for rows counted in millions; SQLite needs INTEGER to alias its rowid.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 
-from models import tallies
-from models.db import make_sessionmaker
-from models.entities import Attempt, Batch, Item, Result
-from models.states import AttemptOutcome, BatchState, ItemState
-from models.tallies import TallyKind
+from qocr.models import tallies
+from qocr.models.db import make_sessionmaker
+from qocr.models.entities import Attempt, Batch, Item, Result
+from qocr.models.states import AttemptOutcome, BatchState, ItemState
+from qocr.models.tallies import TallyKind
 
 PAGE_SIZE = 1_000
 ERROR_STATES = (ItemState.FAILED, ItemState.CANCELLED)

@@ -29,10 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, utcnow
-from models.entities import Batch, Item
-from models.states import BatchState, ItemState
-from models.store import Store
+from qocr.models.base import Base, UTCDateTime, utcnow
+from qocr.models.entities import Batch, Item
+from qocr.models.states import BatchState, ItemState
+from qocr.models.store import Store
 
 # Items that count as done for ``only_new``: finished well, or on their way.
 DONE_ITEM_STATES = (ItemState.SUCCEEDED, ItemState.QUEUED, ItemState.RUNNING)

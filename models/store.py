@@ -32,18 +32,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from models import tallies
-from models.base import utcnow
-from models.db import make_sessionmaker
-from models.entities import Attempt, Batch, Item, Result
-from models.states import (
+from qocr.models import tallies
+from qocr.models.base import utcnow
+from qocr.models.db import make_sessionmaker
+from qocr.models.entities import Attempt, Batch, Item, Result
+from qocr.models.states import (
     TERMINAL_ITEM_STATES,
     AttemptOutcome,
     BatchState,
     ItemState,
     sources_of,
 )
-from models.tallies import TallyKind
+from qocr.models.tallies import TallyKind
 
 INSERT_CHUNK = 5_000
 OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)

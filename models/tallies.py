@@ -17,9 +17,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.base import Base
-from models.entities import Batch, Item
-from models.states import TERMINAL_ITEM_STATES, ItemState
+from qocr.models.base import Base
+from qocr.models.entities import Batch, Item
+from qocr.models.states import TERMINAL_ITEM_STATES, ItemState
 
 SHARDS = 8
 

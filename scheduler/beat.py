@@ -16,14 +16,14 @@ from typing import Any
 
 from celery import Celery, signals
 
-from models.db import make_engine
-from models.store import Store
+from qocr.models.db import make_engine
+from qocr.models.store import Store
 from qocr.s3 import make_s3_client
+from qocr.scheduler.locks import schedule_locks
+from qocr.scheduler.runs import RunReport, ScheduleRunner
+from qocr.scheduler.schedules import ScheduleBook, ScheduleConfigError, load_schedule_book
+from qocr.scheduler.sources import SourceExpander
 from qocr.settings import Settings, get_settings
-from scheduler.locks import schedule_locks
-from scheduler.runs import RunReport, ScheduleRunner
-from scheduler.schedules import ScheduleBook, ScheduleConfigError, load_schedule_book
-from scheduler.sources import SourceExpander
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class TickContext:
         return summarize(book, reports)
 
     def _publish(self, batch_id: int) -> None:
-        from worker.service import make_dispatcher
+        from qocr.worker.service import make_dispatcher
 
         make_dispatcher(self.app, self.settings, self.store).top_up()
 

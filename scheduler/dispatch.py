@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from models.base import utcnow
-from models.store import Store
+from qocr.models.base import utcnow
+from qocr.models.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from models.reports import Reports
+from qocr.models.reports import Reports
 from qocr.s3 import parse_s3_uri
 
 if TYPE_CHECKING:

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from models.base import utcnow
-from models.schedule_run import FINISHED_OUTCOMES, RunOutcome, ScheduleRun, ScheduleRunStore
-from models.store import SourceRow, Store
 from qocr.errors import QocrError
+from qocr.models.base import utcnow
+from qocr.models.schedule_run import FINISHED_OUTCOMES, RunOutcome, ScheduleRun, ScheduleRunStore
+from qocr.models.store import SourceRow, Store
 from qocr.redact import redact_text
-from scheduler.exports import batch_records, upload_jsonl
-from scheduler.locks import ScheduleLocks, wait_for
-from scheduler.schedules import Schedule, ScheduleBook
-from scheduler.sources import SourceExpander
+from qocr.scheduler.exports import batch_records, upload_jsonl
+from qocr.scheduler.locks import ScheduleLocks, wait_for
+from qocr.scheduler.schedules import Schedule, ScheduleBook
+from qocr.scheduler.sources import SourceExpander
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -38,9 +38,9 @@ from qocr.errors import ConfigError
 from qocr.qwen.errors import OptionsError
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import parse_s3_uri
+from qocr.scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
+from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Settings
-from scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
-from scheduler.submit import BatchRequest
 
 DEFAULT_TICK_SECONDS = 30.0
 DEFAULT_CATCH_UP = "6h"

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.store import SourceRow
 from qocr.errors import QocrError
+from qocr.models.store import SourceRow
 from qocr.s3 import parse_s3_uri
 
 if TYPE_CHECKING:

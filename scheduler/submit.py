@@ -7,14 +7,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from models.db import make_engine
-from models.store import BatchSpec, SourceRow, Store
-from qocr import migrate
 from qocr.errors import ConfigError
+from qocr.migrations import migrate
+from qocr.models.db import make_engine
+from qocr.models.store import BatchSpec, SourceRow, Store
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
+from qocr.scheduler.sources import SourceError, SourceExpander
 from qocr.settings import Settings
-from scheduler.sources import SourceError, SourceExpander
 
 log = logging.getLogger(__name__)
 

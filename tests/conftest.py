@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from models import Base
-from models.db import make_engine
-from qocr import migrate
+from qocr.migrations import migrate
+from qocr.models import Base
+from qocr.models.db import make_engine
 
 PG_ADMIN_URL = os.environ.get(
     "QOCR_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery, signals
 
 from qocr.logs import configure_logging
+from qocr.scheduler.beat import register_schedule_tasks
 from qocr.settings import Settings, get_settings
-from scheduler.beat import register_schedule_tasks
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _register_tasks(app: Celery) -> None:
     def process_item(task: Any, item_id: int) -> str:
         from sqlalchemy.exc import DBAPIError
 
-        from worker.process_state import processor
+        from qocr.worker.process_state import processor
 
         try:
             return processor().process(int(item_id)).value
@@ -111,7 +111,7 @@ def get_app() -> Celery:
 
 
 def __getattr__(name: str) -> Any:
-    # `worker.app.app` for `celery -A worker.app` users, made on first use, not at import.
+    # `qocr.worker.app.app` for `celery -A qocr.worker.app` users, made on first use, not at import.
     if name == "app":
         return get_app()
     raise AttributeError(name)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
-from models.base import utcnow
-from models.states import ItemState
-from worker.process import ItemProcessor, Outcome
+from qocr.models.base import utcnow
+from qocr.models.states import ItemState
+from qocr.worker.process import ItemProcessor, Outcome
 
 log = logging.getLogger(__name__)
 

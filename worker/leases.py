@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from models.base import utcnow
-from models.store import ClaimedItem, Store
+from qocr.models.base import utcnow
+from qocr.models.store import ClaimedItem, Store
 
 log = logging.getLogger(__name__)
 

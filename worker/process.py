@@ -16,16 +16,16 @@ from typing import Any
 
 import tenacity
 
-from models.base import utcnow
-from models.states import AttemptOutcome
-from models.store import AttemptRecord, ClaimedItem
+from qocr.models.base import utcnow
+from qocr.models.states import AttemptOutcome
+from qocr.models.store import AttemptRecord, ClaimedItem
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
 from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import backoff_seconds, retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
-from worker.fetch import FetchError
-from worker.runtime import BatchPlan, Runtime
+from qocr.worker.fetch import FetchError
+from qocr.worker.runtime import BatchPlan, Runtime
 
 log = logging.getLogger(__name__)
 

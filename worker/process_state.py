@@ -8,8 +8,8 @@ from typing import Any
 from celery import signals
 
 from qocr.settings import get_settings
-from worker.process import ItemProcessor
-from worker.runtime import Runtime
+from qocr.worker.process import ItemProcessor
+from qocr.worker.runtime import Runtime
 
 _lock = threading.Lock()
 _processor: ItemProcessor | None = None

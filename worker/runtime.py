@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 
-from models.db import make_engine
-from models.store import Store
+from qocr.models.db import make_engine
+from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.qwen.client import QwenOCRClient
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
 from qocr.settings import Settings
-from worker.fetch import ImageFetcher
-from worker.leases import LeaseKeeper
-from worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
+from qocr.worker.fetch import ImageFetcher
+from qocr.worker.leases import LeaseKeeper
+from qocr.worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
 
 # A task waits at most this long for a throttle slot before it hands its item back.
 THROTTLE_MAX_WAIT_SECONDS = 20.0
@@ -71,7 +71,7 @@ class Runtime:
     def _redis_backend(self) -> ThrottleBackend:
         import redis
 
-        from worker.throttle_redis import RedisBackend
+        from qocr.worker.throttle_redis import RedisBackend
 
         return RedisBackend(redis.Redis.from_url(self.settings.effective_redis_url))
 

@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from models.db import make_engine
-from models.store import Store
+from qocr.models.db import make_engine
+from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
+from qocr.scheduler.dispatch import Dispatcher, DispatchService, Publish, window_for
 from qocr.settings import Settings
-from scheduler.dispatch import Dispatcher, DispatchService, Publish, window_for
-from worker.app import CONTROL_QUEUE, QUEUE, RETRY_QUEUE, TASK_NAME
+from qocr.worker.app import CONTROL_QUEUE, QUEUE, RETRY_QUEUE, TASK_NAME
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker import gcra
-from worker.gcra import GcraState, Grant
+from qocr.worker import gcra
+from qocr.worker.gcra import GcraState, Grant
 
 # Aim a little under the limit: arrival times jitter by milliseconds on the wire, and the
 # service counts per second.

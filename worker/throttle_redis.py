@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from worker.gcra import MIN_FACTOR, PENALTY, PENALTY_COOLDOWN_SECONDS, RECOVERY_SECONDS, Grant
+from qocr.worker.gcra import MIN_FACTOR, PENALTY, PENALTY_COOLDOWN_SECONDS, RECOVERY_SECONDS, Grant
 
 _PRELUDE = """
 local t = redis.call('TIME')

@@ -12,8 +12,8 @@ import click
 from qocr.errors import QocrError
 from qocr.qwen.options import RecognizeOptions
 from qocr.qwen.tasks import TASKS
+from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Settings
-from scheduler.submit import BatchRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 

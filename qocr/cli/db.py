@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from sqlalchemy import Engine
 
-from models.db import make_engine
-from qocr import migrate
+from qocr.migrations import migrate
+from qocr.models.db import make_engine
 from qocr.redact import redact_url
 from qocr.settings import get_settings
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from models.reports import AttemptInfo, ItemDetail, Reports
-from models.states import BatchState, ItemState
-from models.store import Store
 from qocr.cli.results import item_json
 from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
+from qocr.models.reports import AttemptInfo, ItemDetail, Reports
+from qocr.models.states import BatchState, ItemState
+from qocr.models.store import Store
 from qocr.redact import redact_text
 from qocr.settings import get_settings
 

@@ -19,10 +19,10 @@ from typing import IO, Any
 
 import click
 
-from models.reports import ItemRow
-from models.states import ItemState
 from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
 from qocr.errors import QocrError
+from qocr.models.reports import ItemRow
+from qocr.models.states import ItemState
 from qocr.redact import redact_text
 from qocr.s3 import S3Location, make_s3_client, parse_s3_uri
 from qocr.settings import Settings, get_settings

@@ -8,14 +8,14 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from models.states import TERMINAL_ITEM_STATES, ItemState
 from qocr.cli.batch_options import batch_options, build_request
 from qocr.logs import configure_logging
+from qocr.models.states import TERMINAL_ITEM_STATES, ItemState
+from qocr.scheduler.submit import create_batch, open_store
 from qocr.settings import get_settings
-from scheduler.submit import create_batch, open_store
-from worker.embedded import run_batch
-from worker.process import ItemProcessor
-from worker.runtime import memory_runtime
+from qocr.worker.embedded import run_batch
+from qocr.worker.process import ItemProcessor
+from qocr.worker.runtime import memory_runtime
 
 
 @click.command()

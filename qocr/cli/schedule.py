@@ -9,13 +9,13 @@ from typing import Any
 import click
 from sqlalchemy import inspect
 
-from models.base import utcnow
-from models.schedule_run import ScheduleRun, ScheduleRunStore
-from models.store import Store
 from qocr.errors import ConfigError, QocrError
+from qocr.models.base import utcnow
+from qocr.models.schedule_run import ScheduleRun, ScheduleRunStore
+from qocr.models.store import Store
+from qocr.scheduler.schedules import Schedule, ScheduleBook, load_schedule_book
+from qocr.scheduler.submit import open_store
 from qocr.settings import Settings, get_settings
-from scheduler.schedules import Schedule, ScheduleBook, load_schedule_book
-from scheduler.submit import open_store
 
 DEFAULT_WAIT_SECONDS = 60.0
 
@@ -33,8 +33,8 @@ def beat(tick_seconds: float | None) -> None:
     The workers (`qocr worker`) run each tick: they read the same config file, create the
     due batches and export finished ones. A duplicated or missed tick is harmless.
     """
-    from scheduler.beat import register_schedule_tasks, run_beat
-    from worker.app import create_app
+    from qocr.scheduler.beat import register_schedule_tasks, run_beat
+    from qocr.worker.app import create_app
 
     settings = get_settings()
     book = load_schedule_book(settings.config, settings)
@@ -85,10 +85,10 @@ def list_schedules(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run_schedule(name: str, wait: float, as_json: bool) -> None:
     """Run schedule NAME now (its slot is the current time), as the tick would."""
-    from scheduler.beat import make_runner
-    from scheduler.runs import MANUAL
-    from worker.app import create_app
-    from worker.service import make_dispatcher
+    from qocr.scheduler.beat import make_runner
+    from qocr.scheduler.runs import MANUAL
+    from qocr.worker.app import create_app
+    from qocr.worker.service import make_dispatcher
 
     settings = get_settings()
     book = load_schedule_book(settings.config, settings)

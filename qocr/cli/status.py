@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from models.base import utcnow
-from models.db import make_engine
-from models.reports import FINISHED_STATES, BatchInfo, BatchLine, BatchSummary, Recent, Reports
-from models.states import BatchState, ItemState
 from qocr.errors import ConfigError
+from qocr.models.base import utcnow
+from qocr.models.db import make_engine
+from qocr.models.reports import FINISHED_STATES, BatchInfo, BatchLine, BatchSummary, Recent, Reports
+from qocr.models.states import BatchState, ItemState
 from qocr.pricing import PriceTable, price_table
 from qocr.qwen.catalog import REGIONS
 from qocr.redact import redact_text
@@ -51,7 +51,7 @@ def open_reports(settings: Settings) -> Iterator[Reports]:
     from sqlalchemy.exc import ProgrammingError
 
     if settings.database_url.startswith("sqlite"):
-        from scheduler.submit import open_store
+        from qocr.scheduler.submit import open_store
 
         engine = open_store(settings).engine
     else:

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from qocr.cli.batch_options import batch_options, build_request
+from qocr.scheduler.submit import create_batch, open_store
 from qocr.settings import get_settings
-from scheduler.submit import create_batch, open_store
 
 
 @click.command()
@@ -21,8 +21,8 @@ def submit(**params: Any) -> None:
     """
     import logging
 
-    from worker.app import get_app
-    from worker.service import make_dispatcher
+    from qocr.worker.app import get_app
+    from qocr.worker.service import make_dispatcher
 
     settings = get_settings()
     request = build_request(settings, params)

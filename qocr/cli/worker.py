@@ -19,8 +19,8 @@ from qocr.settings import get_settings
 @click.option("--no-dispatch", is_flag=True, help="Do not run the dispatcher in this worker.")
 def worker(concurrency: int, pool: str, no_dispatch: bool) -> None:
     """Process queued items from the broker until stopped (SIGTERM: finish, then exit)."""
-    from worker.app import get_app
-    from worker.service import run_worker
+    from qocr.worker.app import get_app
+    from qocr.worker.service import run_worker
 
     settings = get_settings()
     settings.require_api_key()

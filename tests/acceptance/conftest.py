@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from models.db import make_engine
-from qocr import migrate
 from qocr.emulator.testing import running_emulator
+from qocr.migrations import migrate
+from qocr.models.db import make_engine
 from tests.support.pipeline import Deployment
 
 MakeDeployment = Callable[..., Deployment]

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from models.db import make_engine
-from models.entities import Batch
-from models.schedule_run import RunOutcome, ScheduleRun
-from models.states import BatchState, ItemState
-from qocr import migrate
 from qocr.emulator.testing import running_emulator
+from qocr.migrations import migrate
+from qocr.models.db import make_engine
+from qocr.models.entities import Batch
+from qocr.models.schedule_run import RunOutcome, ScheduleRun
+from qocr.models.states import BatchState, ItemState
 from qocr.s3 import make_s3_client
 from tests.support.images import expected_text, png_bytes
 from tests.support.pipeline import API_KEY, Deployment
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.timeout(240)
 def test_beat_makes_one_batch_per_new_file_set_and_workers_complete_it(
     fresh_pg_database: str, redis_url: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
-    from scheduler.beat import TICK_TASK
-    from worker.app import app as worker_app
+    from qocr.scheduler.beat import TICK_TASK
+    from qocr.worker.app import app as worker_app
 
     assert TICK_TASK in worker_app.tasks, (
         "the worker does not know the tick: worker/app.py must call "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from models import Attempt, BatchState, Item, ItemState
+from qocr.models import Attempt, BatchState, Item, ItemState
 from qocr.s3 import make_s3_client
 from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import expected_text, png_bytes, write_pngs

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models import ItemState
+from qocr.models import ItemState
 from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
 from tests.support.processes import kill_hard, wait_until

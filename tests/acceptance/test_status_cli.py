@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from models import ItemState
-from models.db import make_engine
-from models.reports import Reports
 from qocr.cli.results import BASE_COLUMNS, flatten, header_of, kv_columns_of
+from qocr.models import ItemState
+from qocr.models.db import make_engine
+from qocr.models.reports import Reports
 from qocr.qwen.catalog import price
 from qocr.s3 import make_s3_client
 from tests.integration.test_reports import (

@@ -18,21 +18,21 @@ import pytest
 from click.testing import Result
 from sqlalchemy import select
 
-from models import Item, ItemState
-from models.base import utcnow
-from models.db import make_engine
-from models.reports import Reports
-from models.states import AttemptOutcome, BatchState
-from models.store import AttemptRecord, Store
 from qocr.emulator.testing import EmulatorHandle, running_emulator
+from qocr.models import Item, ItemState
+from qocr.models.base import utcnow
+from qocr.models.db import make_engine
+from qocr.models.reports import Reports
+from qocr.models.states import AttemptOutcome, BatchState
+from qocr.models.store import AttemptRecord, Store
 from qocr.settings import load_settings
+from qocr.worker.embedded import run_batch as process_batch
+from qocr.worker.process import ItemProcessor
+from qocr.worker.runtime import memory_runtime
 from tests.integration.test_reports import API_KEY, invoke, run_batch
 from tests.support.images import png_bytes, write_pngs
 from tests.support.pipeline import Deployment
 from tests.support.processes import wait_until
-from worker.embedded import run_batch as process_batch
-from worker.process import ItemProcessor
-from worker.runtime import memory_runtime
 
 
 @pytest.fixture

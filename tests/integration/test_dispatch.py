@@ -9,10 +9,10 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from models import BatchState
-from models.base import utcnow
-from models.store import BatchSpec, SourceRow, Store
-from scheduler.dispatch import EPOCH_KEY, LOCK_KEY, Dispatcher, DispatchService
+from qocr.models import BatchState
+from qocr.models.base import utcnow
+from qocr.models.store import BatchSpec, SourceRow, Store
+from qocr.scheduler.dispatch import EPOCH_KEY, LOCK_KEY, Dispatcher, DispatchService
 
 SPEC = BatchSpec(name="d", api="compatible", model="m", options={"model": "m"})
 
@@ -111,8 +111,8 @@ def test_one_dispatcher_holds_the_lock(engine: Engine, redis_url: str) -> None:
 
 
 def _attempt():  # type: ignore[no-untyped-def]
-    from models.states import AttemptOutcome
-    from models.store import AttemptRecord
+    from qocr.models.states import AttemptOutcome
+    from qocr.models.store import AttemptRecord
 
     now = utcnow()
     return AttemptRecord(started_at=now, ended_at=now, outcome=AttemptOutcome.SUCCEEDED)

@@ -13,16 +13,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from models import Attempt, BatchState, Item, ItemState
-from models.base import utcnow
-from models.states import AttemptOutcome
-from models.store import BatchSpec, SourceRow, Store
+from qocr.models import Attempt, BatchState, Item, ItemState
+from qocr.models.base import utcnow
+from qocr.models.states import AttemptOutcome
+from qocr.models.store import BatchSpec, SourceRow, Store
 from qocr.qwen.client import QwenOCRClient
 from qocr.qwen.options import RecognizeOptions
 from qocr.settings import load_settings
+from qocr.worker.process import ItemProcessor, Outcome
+from qocr.worker.runtime import memory_runtime
 from tests.support.images import write_pngs
-from worker.process import ItemProcessor, Outcome
-from worker.runtime import memory_runtime
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

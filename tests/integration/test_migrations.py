@@ -10,10 +10,10 @@ from alembic.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from models import Base
-from models.db import make_engine
-from qocr import migrate
 from qocr.cli import cli
+from qocr.migrations import migrate
+from qocr.models import Base
+from qocr.models.db import make_engine
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

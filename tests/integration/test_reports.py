@@ -23,15 +23,15 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, select, text
 
-from models import Attempt, Item, ItemState
-from models import Result as ResultRow
-from models.db import make_engine
-from models.reports import Reports, Usage
-from models.states import BatchState
-from models.store import BatchSpec, SourceRow, Store
-from qocr import migrate
 from qocr.cli import cli
 from qocr.emulator.testing import running_emulator
+from qocr.migrations import migrate
+from qocr.models import Attempt, Item, ItemState
+from qocr.models import Result as ResultRow
+from qocr.models.db import make_engine
+from qocr.models.reports import Reports, Usage
+from qocr.models.states import BatchState
+from qocr.models.store import BatchSpec, SourceRow, Store
 from qocr.settings import get_settings
 from tests.support.images import write_pngs
 

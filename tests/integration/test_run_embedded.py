@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from models import Attempt, Item, ItemState, Result
-from models.db import make_engine
 from qocr.cli import cli
 from qocr.emulator.testing import EmulatorHandle, running_emulator
+from qocr.models import Attempt, Item, ItemState, Result
+from qocr.models.db import make_engine
 from qocr.settings import get_settings
 from tests.support.images import expected_text, write_pngs
 

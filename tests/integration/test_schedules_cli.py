@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 
-from models.entities import Batch, Item
-from models.schedule_run import RunOutcome, ScheduleRun
-from models.store import Store
 from qocr.cli import cli
+from qocr.models.entities import Batch, Item
+from qocr.models.schedule_run import RunOutcome, ScheduleRun
+from qocr.models.store import Store
 from qocr.s3 import make_s3_client
 from qocr.settings import get_settings, load_settings
-from worker.app import create_app
+from qocr.worker.app import create_app
 
 PNG = Path(__file__).resolve().parents[2] / "samples" / "invoice-2.png"
 SECRET = "sk-schedule-test-0123456789"
@@ -147,7 +147,7 @@ def test_the_tick_task_runs_due_schedules_and_logs_no_secret(
     s3_bucket: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from scheduler.beat import TICK_TASK, TickContext, register_schedule_tasks
+    from qocr.scheduler.beat import TICK_TASK, TickContext, register_schedule_tasks
 
     put_images(s3_endpoint, s3_bucket, "c.png", "d.png")
     # An interval schedule is always due at its latest slot, so the tick has work to do.

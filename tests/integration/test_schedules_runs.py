@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from models.base import utcnow
-from models.entities import Batch, Item
-from models.schedule_run import RunOutcome, ScheduleRun
-from models.states import AttemptOutcome, BatchState, ItemState
-from models.store import AttemptRecord, SourceRow, Store
+from qocr.models.base import utcnow
+from qocr.models.entities import Batch, Item
+from qocr.models.schedule_run import RunOutcome, ScheduleRun
+from qocr.models.states import AttemptOutcome, BatchState, ItemState
+from qocr.models.store import AttemptRecord, SourceRow, Store
 from qocr.s3 import make_s3_client
+from qocr.scheduler.beat import make_runner
+from qocr.scheduler.runs import MAX_RUN_ATTEMPTS, RETRY_AFTER, RunReport, ScheduleRunner
+from qocr.scheduler.schedules import Schedule, ScheduleBook, parse_schedule_book
 from qocr.settings import Settings
-from scheduler.beat import make_runner
-from scheduler.runs import MAX_RUN_ATTEMPTS, RETRY_AFTER, RunReport, ScheduleRunner
-from scheduler.schedules import Schedule, ScheduleBook, parse_schedule_book
 
 SLOT = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 PNG = Path(__file__).resolve().parents[2] / "samples" / "invoice-1.png"
@@ -411,7 +411,7 @@ def test_a_failed_export_is_recorded_and_retried(
 
 
 def test_the_schedule_lock_is_exclusive_per_name(engine: Engine) -> None:
-    from scheduler.locks import schedule_locks
+    from qocr.scheduler.locks import schedule_locks
 
     locks = schedule_locks(engine)
     other = schedule_locks(engine)

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from models import Attempt, Item, ItemState, Result
-from models.base import utcnow
-from models.states import AttemptOutcome, BatchState
-from models.store import AttemptRecord, BatchSpec, SourceRow, Store
+from qocr.models import Attempt, Item, ItemState, Result
+from qocr.models.base import utcnow
+from qocr.models.states import AttemptOutcome, BatchState
+from qocr.models.store import AttemptRecord, BatchSpec, SourceRow, Store
 
 SPEC = BatchSpec(name="t", api="compatible", model="qwen-vl-ocr-latest", options={"model": "m"})
 
@@ -177,8 +177,8 @@ def _codes_from_rows(store: Store, batch_id: int) -> dict[str, int]:
 
 
 def test_tallies_match_the_rows_through_every_transition(engine: Engine) -> None:
-    from models import tallies
-    from models.tallies import TallyKind
+    from qocr.models import tallies
+    from qocr.models.tallies import TallyKind
 
     store = Store(engine)
     batch_id = _batch(store, 12)

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from worker.gcra import PENALTY, RECOVERY_SECONDS
-from worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
-from worker.throttle_redis import RedisBackend
+from qocr.worker.gcra import PENALTY, RECOVERY_SECONDS
+from qocr.worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
+from qocr.worker.throttle_redis import RedisBackend
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from models import Item, ItemState, Result
-from models.db import make_engine
-from models.store import Store
 from qocr.emulator.testing import EmulatorHandle
+from qocr.models import Item, ItemState, Result
+from qocr.models.db import make_engine
+from qocr.models.store import Store
 from tests.support.processes import QOCR, qocr_process, wait_until
 
 API_KEY = "sk-acceptance-0123456789"

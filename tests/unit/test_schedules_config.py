@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from qocr.settings import Settings
-from scheduler.schedules import (
+from qocr.scheduler.schedules import (
     DEFAULT_TICK_SECONDS,
     ScheduleConfigError,
     load_schedule_book,
     render_template,
 )
-from scheduler.slots import CronTrigger, EveryTrigger
+from qocr.scheduler.slots import CronTrigger, EveryTrigger
+from qocr.settings import Settings
 
 EXAMPLE = """
 [beat]

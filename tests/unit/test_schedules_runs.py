@@ -6,10 +6,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from qocr.errors import QocrError
-from scheduler.beat import BEAT_ENTRY, TICK_EXPIRES_SECONDS, TICK_TASK, beat_schedule
-from scheduler.locks import lock_key
-from scheduler.runs import _describe_failure
-from scheduler.sources import SourceError
+from qocr.scheduler.beat import BEAT_ENTRY, TICK_EXPIRES_SECONDS, TICK_TASK, beat_schedule
+from qocr.scheduler.locks import lock_key
+from qocr.scheduler.runs import _describe_failure
+from qocr.scheduler.sources import SourceError
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.slots import CronTrigger, EveryTrigger, parse_duration
+from qocr.scheduler.slots import CronTrigger, EveryTrigger, parse_duration
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
