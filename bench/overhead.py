@@ -31,7 +31,6 @@ import pstats
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,9 +106,8 @@ def run_qocr(
     concurrency: int,
     workdir: Path,
     profile_s: float | None,
-    experiment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    label = "qocr-profiled" if profile_s else "qocr-experiment" if experiment else "qocr"
+    label = "qocr-profiled" if profile_s else "qocr"
     folder = bl.image_folder(items, SMALL_PAGE)
     with (
         bl.scratch_database() as database_url,
@@ -125,14 +123,7 @@ def run_qocr(
         # A running fleet first (its dispatcher sets the broker epoch), then the submit: as in
         # production, and without the first-tick re-dispatch of a batch submitted to an
         # empty Redis (see the report).
-        if experiment:
-            command = [bl.PYTHON, str(bl.BENCH / "experiments" / "patched_worker.py")]
-            command += ["--pool", pool, "-c", str(concurrency)]
-            worker = bl.start_process(
-                command, deployment.env(**experiment), workdir / f"worker-{label}.log"
-            )
-        else:
-            worker = deployment.worker(f"worker-{label}", pool, concurrency)
+        worker = deployment.worker(f"worker-{label}", pool, concurrency)
         if not fleet_ready(broker_url):
             bl.stop_process(worker)
             raise RuntimeError("the worker did not start\n" + deployment.logs_tail())
@@ -319,7 +310,7 @@ def run_floor(items: int, pool: str, concurrency: int, workdir: Path) -> dict[st
 
 
 def _variant_runtime(settings: Any, variant: str) -> Any:
-    """A worker Runtime as today, or with the store changes the report proposes."""
+    """A worker Runtime as today, or on an engine or sessions configured differently."""
     from sqlalchemy.orm import Session, sessionmaker
     from sqlalchemy.sql.dml import Update
 
@@ -329,12 +320,6 @@ def _variant_runtime(settings: Any, variant: str) -> Any:
 
     runtime = Runtime(settings)
     if variant == "today":
-        return runtime
-    if variant == "core_statements":
-        sys.path.insert(0, str(bl.BENCH / "experiments"))
-        from fast_store import FastStore
-
-        runtime.__dict__["store"] = FastStore(make_engine(settings.database_url))
         return runtime
     engine = make_engine(settings.database_url, pool_pre_ping=False)
     store = Store(engine)
@@ -351,13 +336,14 @@ def _variant_runtime(settings: Any, variant: str) -> Any:
     return runtime
 
 
-CENSUS_VARIANTS = ("today", "no_pre_ping", "no_pre_ping+no_sync", "core_statements")
+CENSUS_VARIANTS = ("today", "no_pre_ping", "no_pre_ping+no_sync")
 
 
 def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
     """ItemProcessor.process over ``items`` items per variant in this process, all counted.
 
-    Variants: today's store, then with the proposed engine, session or statement changes;
+    Variants: today's store, then without the pool's pre-ping, then also without the ORM's
+    session synchronization on UPDATE;
     each on its own batch of the same images, measured in ``rounds`` interleaved rounds
     (the median round is quoted: the machine is noisy). cProfile on one more pass of today's.
     """
@@ -365,7 +351,7 @@ def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
     import redis
     from sqlalchemy import event
 
-    from qocr.models.store import BatchSpec, SourceRow
+    from qocr.models.records import BatchSpec, SourceRow
     from qocr.qwen.options import RecognizeOptions
     from qocr.settings import load_settings
     from qocr.worker.process import ItemProcessor
@@ -615,16 +601,6 @@ def main() -> None:
         "meets_target": ratio >= 0.8,
         "workdir": str(workdir),
     }
-    if not args.quick:
-        # The same pipeline with the store of bench/experiments/fast_store.py (the proposal).
-        fast = run_qocr(
-            items, args.pool, args.concurrency, workdir, None, {"BENCH_FAST_STORE": "1"}
-        )
-        bl.log(f"qocr with the proposed store: {fast['items_per_second']} items/s")
-        document["qocr_fast_store_experiment"] = fast
-        document["fast_store_ratio"] = round(
-            fast["items_per_second"] / floor["items_per_second"], 4
-        )
     profile = args.profile == "yes" or (args.profile == "auto" and not args.quick)
     if profile:
         profile_s = 8.0 if args.quick else 25.0

@@ -109,10 +109,6 @@ def saturation_section(
     rows = []
     for name, scenario in doc["scenarios"].items():
         systems = [("qocr", scenario["qocr"]), ("baseline (asyncio + sleep)", scenario["baseline"])]
-        if scenario.get("qocr_throttle_experiment"):
-            systems.insert(
-                1, ("qocr + proposed throttle (experiment)", scenario["qocr_throttle_experiment"])
-            )
         for label, figures in systems:
             if not figures:
                 continue  # not run in this run (--systems)
@@ -152,17 +148,14 @@ def saturation_section(
     )
     lines += ["", "Successful calls per minute in 10-second bins from the first success:", ""]
     for name, scenario in doc["scenarios"].items():
-        for label, key in (("qocr", "qocr"), ("proposed throttle", "qocr_throttle_experiment")):
-            figures = scenario.get(key)
-            if figures and figures.get("per_minute_by_10s_bin"):
-                times = figures.get("times_429_s_after_first_success", [])
-                shown = f"{times[:12]}{' ...' if len(times) > 12 else ''}"
-                lines.append(
-                    f"- {name} {label}: {figures['per_minute_by_10s_bin']}; "
-                    f"{figures.get('status_429')} 429s, the first at {shown} s"
-                )
-                if figures.get("experiment"):
-                    lines.append(f"  (experiment settings: `{figures['experiment']}`)")
+        figures = scenario.get("qocr")
+        if figures and figures.get("per_minute_by_10s_bin"):
+            times = figures.get("times_429_s_after_first_success", [])
+            shown = f"{times[:12]}{' ...' if len(times) > 12 else ''}"
+            lines.append(
+                f"- {name} qocr: {figures['per_minute_by_10s_bin']}; "
+                f"{figures.get('status_429')} 429s, the first at {shown} s"
+            )
     return [*lines, ""], targets
 
 
@@ -180,15 +173,6 @@ def overhead_section(doc: dict[str, Any] | None) -> tuple[list[str], list[list[s
         ["bare Celery no-op (floor)", fmt(floor["items_per_second"], 1), "1.000"],
         ["qocr pipeline", fmt(qocr["items_per_second"], 1), fmt(doc["ratio"], 3)],
     ]
-    fast = doc.get("qocr_fast_store_experiment")
-    if fast:
-        rows.append(
-            [
-                "qocr with the proposed store (experiment)",
-                fmt(fast["items_per_second"], 1),
-                fmt(doc.get("fast_store_ratio"), 3),
-            ]
-        )
     lines += table(["system", "items/s", "ratio to floor"], rows)
     lines += [
         "",

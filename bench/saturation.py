@@ -42,15 +42,6 @@ WORKER_CONCURRENCY = 32
 BASELINE_CONCURRENCY = 64
 BIN_SECONDS = 10.0
 LOCK_KEY = "qocr:dispatcher:lock"  # scheduler.dispatch.LOCK_KEY
-# --throttle-experiment: the same workers with the throttle changes the report proposes
-# (bench/experiments/patched_worker.py): a milder, shorter 429 penalty; no token refunds
-# after a call (they double-book granted slots); URL images estimated from those seen.
-EXPERIMENT = {
-    "BENCH_GCRA_PENALTY": "0.9",
-    "BENCH_GCRA_RECOVERY_SECONDS": "10",
-    "BENCH_SETTLE_UP_ONLY": "1",
-    "BENCH_LEARN_URL_TOKENS": "1",
-}
 
 
 @dataclass(frozen=True)
@@ -193,10 +184,8 @@ def run_qocr(
     warmup: float,
     window: float,
     workdir: Path,
-    experiment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Two workers up first (a running fleet), then ``qocr submit`` of the folder."""
-    label = "qocr-experiment" if experiment else "qocr"
     limits = {"QOCR_RPM": str(scenario.qocr_rpm)}
     if scenario.qocr_tpm:
         limits["QOCR_TPM"] = str(scenario.qocr_tpm)
@@ -204,28 +193,22 @@ def run_qocr(
         bl.scratch_database() as database_url,
         bl.scratch_redis(bl.REDIS_DB_PIPELINE) as broker_url,
         bl.emulator(
-            workdir / f"emulator-{label}-{scenario.name}.log",
+            workdir / f"emulator-qocr-{scenario.name}.log",
             rpm=scenario.emulator_rpm,
             tpm=scenario.emulator_tpm,
             latency_ms=LATENCY,
         ) as emu,
     ):
         deployment = bl.Deployment(workdir, database_url, broker_url, emu, extra_env=limits)
-        workers = []
-        for i in range(WORKERS):
-            name = f"{label}-{scenario.name}-{i}"
-            if experiment:
-                command = [bl.PYTHON, str(bl.BENCH / "experiments" / "patched_worker.py")]
-                command += ["--pool", "threads", "-c", str(WORKER_CONCURRENCY)]
-                env = deployment.env(**experiment)
-                workers.append(bl.start_process(command, env, workdir / f"{name}.log"))
-            else:
-                workers.append(deployment.worker(name, "threads", WORKER_CONCURRENCY))
+        workers = [
+            deployment.worker(f"qocr-{scenario.name}-{i}", "threads", WORKER_CONCURRENCY)
+            for i in range(WORKERS)
+        ]
         try:
             if not fleet_ready(broker_url):
                 raise RuntimeError("the workers did not start\n" + deployment.logs_tail())
             batch_id, count, submit_s = deployment.submit(source)
-            bl.log(f"{label} {scenario.name}: batch {batch_id}, {count} items ({submit_s:.1f} s)")
+            bl.log(f"qocr {scenario.name}: batch {batch_id}, {count} items ({submit_s:.1f} s)")
             wait_steady(
                 emu,
                 warmup,
@@ -250,8 +233,6 @@ def run_qocr(
         figures["items_submitted"] = count
         figures["workers_alive_at_end"] = alive
         figures["submit_s"] = round(submit_s, 2)
-        if experiment:
-            figures["experiment"] = experiment
         if not alive:
             figures["logs"] = deployment.logs_tail()
         return figures
@@ -309,23 +290,9 @@ def main() -> None:
         "--scenario", action="append", choices=sorted(SCENARIOS), help="Default: all (quick: one)."
     )
     parser.add_argument(
-        "--throttle-experiment",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="Also run qocr with the proposed GCRA constants (auto: not with --quick).",
-    )
-    parser.add_argument(
-        "--experiment-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Add to (or override) the experiment's BENCH_* settings, e.g. "
-        "BENCH_THROTTLE_HEADROOM=0.9.",
-    )
-    parser.add_argument(
         "--systems",
-        default="qocr,experiment,baseline",
-        help="Which of qocr, experiment, baseline to run (comma-separated).",
+        default="qocr,baseline",
+        help="Which of qocr, baseline to run (comma-separated).",
     )
     parser.add_argument(
         "--latency-ms",
@@ -346,8 +313,6 @@ def main() -> None:
     global LATENCY
     LATENCY = (float(args.latency_ms[0]), float(args.latency_ms[1]))
     systems = set(args.systems.split(","))
-    experiment_env = dict(EXPERIMENT)
-    experiment_env.update(item.split("=", 1) for item in args.experiment_env)
     machine = bl.machine_info()
     bl.print_machine(machine)
     workdir = bl.run_dir("saturation")
@@ -368,13 +333,6 @@ def main() -> None:
         if "qocr" in systems:
             qocr = run_qocr(scenario, qocr_source, warmup, window, workdir)
             bl.log(f"{name}: qocr ratio {qocr.get('ratio')} 429 share {qocr.get('share_429')}")
-        experiment = None
-        if "experiment" in systems and (
-            args.throttle_experiment == "yes"
-            or (args.throttle_experiment == "auto" and not args.quick)
-        ):
-            experiment = run_qocr(scenario, qocr_source, warmup, window, workdir, experiment_env)
-            bl.log(f"{name}: experiment ratio {experiment.get('ratio')}")
         baseline: dict[str, Any] = {}
         if "baseline" in systems:
             baseline = run_baseline(scenario, baseline_source, items, warmup, window, workdir)
@@ -387,7 +345,6 @@ def main() -> None:
             "emulator_tpm": scenario.emulator_tpm,
             "qocr": qocr,
             "baseline": baseline,
-            "qocr_throttle_experiment": experiment,
             "target": "ratio >= 0.95 and share_429 <= 0.02",
             "qocr_meets_target": bool(
                 qocr.get("ratio", 0) >= 0.95 and (qocr.get("share_429") or 0) <= 0.02

@@ -106,9 +106,9 @@ def _items(conn: Any, batch_id: int, count: int, finished_share: float) -> None:
     conn.execute(
         text(
             """
-            INSERT INTO items (batch_id, source, state, attempts, last_error_code,
+            INSERT INTO items (batch_id, source, source_sha256, state, attempts, last_error_code,
                                last_error_message, created_at, updated_at, finished_at)
-            SELECT :batch, 's3://bench/' || :batch || '/doc-' || lpad(i::text, 8, '0') || '.png',
+            SELECT :batch, src.source, encode(sha256(convert_to(src.source, 'UTF8')), 'hex'),
                    s.state,
                    CASE WHEN s.state IN ('queued', 'running') THEN 0 ELSE 1 END,
                    s.code,
@@ -117,6 +117,10 @@ def _items(conn: Any, batch_id: int, count: int, finished_share: float) -> None:
                    CASE WHEN s.state NOT IN ('queued', 'running')
                         THEN now() - make_interval(secs => (:done - i) * 3600.0 / :done) END
             FROM generate_series(1, :count) AS i
+            CROSS JOIN LATERAL (
+                SELECT 's3://bench/' || :batch || '/doc-' || lpad(i::text, 8, '0') || '.png'
+                       AS source
+            ) AS src
             CROSS JOIN LATERAL (
                 SELECT CASE
                          WHEN i > :done AND i % 50 = 0 THEN 'running'
@@ -235,7 +239,7 @@ def startup_floor(database_url: str) -> float:
     """Start-up of the same command minus its queries: imports, settings, a connection."""
     code = (
         "from qocr.cli import cli, status; from qocr.settings import get_settings;"
-        "from models.db import make_engine; from sqlalchemy import text;"
+        "from qocr.models.db import make_engine; from sqlalchemy import text;"
         "e = make_engine(get_settings().database_url); c = e.connect();"
         "c.execute(text('SELECT 1')); c.close(); e.dispose()"
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect
+
+from qocr.errors import QocrError
 
 MIGRATIONS_DIR = Path(__file__).parent
 
@@ -20,17 +24,56 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as connection:
-        config = alembic_config(engine.url.render_as_string(hide_password=False))
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    _run(engine, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as connection:
+    _run(engine, lambda config: command.downgrade(config, revision))
+
+
+def _run(engine: Engine, step: Callable[[Config], None]) -> None:
+    with (
+        engine.connect() as connection,
+        _sqlite_foreign_keys_off(connection),
+        connection.begin(),
+    ):
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
-        command.downgrade(config, revision)
+        step(config)
+        _check_foreign_keys(connection)
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite alters a table by rebuilding it: copy, DROP the old one, rename the copy. With
+    foreign keys on, that DROP deletes the rows of every table referencing it (ON DELETE
+    CASCADE): a migration of ``items`` would empty ``results`` and ``attempts``.
+
+    The pragma is ignored inside a transaction, so it is set before the migration's opens.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse to commit a SQLite migration that left a row pointing nowhere."""
+    if connection.dialect.name != "sqlite":
+        return
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if violations:
+        raise QocrError(
+            f"the migration left rows with dangling foreign keys: {violations[:5]}",
+            code="migration_failed",
+        )
 
 
 def current_revision(engine: Engine) -> str | None:

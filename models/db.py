@@ -1,7 +1,9 @@
-"""Engines and sessions, made in one place and passed in."""
+"""Engines and sessions, made in one place and passed in; what every query class stands on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -17,8 +19,13 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine tuned for qocr's access pattern: many short transactions from many threads."""
+    """An engine tuned for qocr's access pattern: many short transactions from many threads.
+
+    Statement parameters never appear in its errors: they hold sources (presigned URLs),
+    provider messages and results, and a traceback ends up in logs and terminals.
+    """
     url = normalize_url(url)
+    kwargs["hide_parameters"] = True
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -43,3 +50,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class EngineBound:
+    """The engine a query class runs on, its sessions and its dialect's name."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = make_sessionmaker(engine)
+        self.dialect = engine.dialect.name
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose queries all see one snapshot (the counts add up)."""
+        with self.sessions() as session:
+            if self.dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
+
+def rows_changed(result: Any) -> int:
+    """Rows an UPDATE changed (drivers answer -1 when they cannot tell)."""
+    return max(int(result.rowcount), 0)

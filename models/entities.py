@@ -1,7 +1,12 @@
-"""The tables: a batch of items, each item's attempts, and at most one result per item."""
+"""The tables: a batch of items, each item's attempts, and at most one result per item.
+
+Strings a user or the provider chooses (names, models, codes, request ids) are TEXT: any
+length may arrive, and a value too long for its column would fail the whole write.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +31,11 @@ from qocr.models.states import AttemptOutcome, BatchState, ItemState
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def source_digest(source: str) -> str:
+    """The value of ``Item.source_sha256`` for ``source``."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
 def _enum(enum_type: type[Any], name: str) -> Enum:
     # Stored as the lowercase value in a VARCHAR with a CHECK: portable, and readable in psql.
     return Enum(
@@ -42,10 +52,10 @@ class Batch(Base):
     __tablename__ = "batches"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(Text)
     api: Mapped[str] = mapped_column(String(16))
-    model: Mapped[str] = mapped_column(String(64))
-    task: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(Text)
+    task: Mapped[str | None] = mapped_column(Text)
     prompt: Mapped[str | None] = mapped_column(Text)
     result_schema: Mapped[dict[str, Any] | None] = mapped_column(PortableJSON)
     # Every request option (pixels, rotation, max_tokens, stream, sampling), as the client's
@@ -58,7 +68,7 @@ class Batch(Base):
     )
     stop_reason: Mapped[str | None] = mapped_column(Text)
     total_items: Mapped[int] = mapped_column(Integer, default=0)
-    schedule_name: Mapped[str | None] = mapped_column(String(200))
+    schedule_name: Mapped[str | None] = mapped_column(Text)
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -79,13 +89,16 @@ class Item(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(Text)
+    # source_digest(source): what makes a source unique in its batch. A btree entry of the
+    # source itself fails on PostgreSQL above ~2.7 KB, and presigned URLs get that long.
+    source_sha256: Mapped[str] = mapped_column(String(64))
     # What identifies the content without reading it: an S3 ETag, or size+mtime of a file.
-    fingerprint: Mapped[str | None] = mapped_column(String(200))
+    fingerprint: Mapped[str | None] = mapped_column(Text)
     state: Mapped[ItemState] = mapped_column(
         _enum(ItemState, "item_state"), default=ItemState.QUEUED
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error_code: Mapped[str | None] = mapped_column(String(100))
+    last_error_code: Mapped[str | None] = mapped_column(Text)
     last_error_message: Mapped[str | None] = mapped_column(Text)
     # Not before this time (a retry's back-off); NULL means now.
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -101,7 +114,7 @@ class Item(Base):
     result: Mapped[Result | None] = relationship(back_populates="item", lazy="raise")
 
     __table_args__ = (
-        UniqueConstraint("batch_id", "source"),
+        UniqueConstraint("batch_id", "source_sha256"),
         # One batch's items in one state (cancel, retry, open-item checks, exports by
         # state), and its recently finished ones (throughput) as a range of this index.
         Index("ix_items_batch_state_finished", "batch_id", "state", "finished_at"),
@@ -140,9 +153,9 @@ class Result(Base):
     kv_result: Mapped[Any | None] = mapped_column(PortableJSON)
     words_info: Mapped[list[Any] | None] = mapped_column(PortableJSON)
     parsed: Mapped[Any | None] = mapped_column(PortableJSON)
-    finish_reason: Mapped[str | None] = mapped_column(String(32))
-    request_id: Mapped[str | None] = mapped_column(String(100))
-    model: Mapped[str | None] = mapped_column(String(64))
+    finish_reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     image_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -166,12 +179,13 @@ class Attempt(Base):
     number: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[AttemptOutcome] = mapped_column(_enum(AttemptOutcome, "attempt_outcome"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # None while the call is in flight.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     http_status: Mapped[int | None] = mapped_column(Integer)
-    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_code: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
-    request_id: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(Text)
     retry_after: Mapped[float | None] = mapped_column(Float)
-    worker: Mapped[str | None] = mapped_column(String(200))
+    worker: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("item_id", "number"),)

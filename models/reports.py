@@ -1,161 +1,46 @@
 """Reports: every read-only query behind ``qocr status``, ``results`` and ``show``.
 
-The pipeline's writes live in :mod:`models.store`; this module only reads. A batch's
-summary (counts, usage, finish reasons, error codes) comes from its tallies
-(:mod:`models.tallies`), so a million-item batch is summarized from a few rows. Exports
-page through a batch by item id (keyset), each page a short transaction: no cursor or
-snapshot is held while a slow consumer writes.
+The pipeline's writes live in :mod:`models.store`; this module only reads, into the
+records of :mod:`models.report_records`. A batch's summary (counts, usage, finish reasons,
+error codes) comes from its tallies (:mod:`models.tallies`), so a million-item batch is
+summarized from a few rows. Exports page through a batch by item id (keyset), each page a
+short transaction: no cursor or snapshot is held while a slow consumer writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select
 
-from qocr.models import tallies
-from qocr.models.db import make_sessionmaker
+from qocr.models.db import EngineBound
 from qocr.models.entities import Attempt, Batch, Item, Result
-from qocr.models.states import AttemptOutcome, BatchState, ItemState
-from qocr.models.tallies import TallyKind
+from qocr.models.report_records import (
+    FINISHED_STATES,
+    AttemptInfo,
+    BatchInfo,
+    BatchLine,
+    BatchSummary,
+    ItemDetail,
+    ItemRow,
+    Recent,
+    ResultInfo,
+    Usage,
+)
+from qocr.models.states import BatchState, ItemState
+from qocr.models.tallies import TallyKind, item_counts, read_tallies
 
 PAGE_SIZE = 1_000
 ERROR_STATES = (ItemState.FAILED, ItemState.CANCELLED)
-FINISHED_STATES = (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED)
 _USAGE_FIELDS = {
     TallyKind.INPUT_TOKENS: "input_tokens",
     TallyKind.OUTPUT_TOKENS: "output_tokens",
     TallyKind.IMAGE_TOKENS: "image_tokens",
     TallyKind.TOTAL_TOKENS: "total_tokens",
 }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens summed over results; image tokens are part of the input tokens."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    image_tokens: int = 0
-    total_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.image_tokens + other.image_tokens,
-            self.total_tokens + other.total_tokens,
-        )
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """The batch row, without its JSON options."""
-
-    id: int
-    name: str
-    state: BatchState
-    stop_reason: str | None
-    api: str
-    model: str
-    task: str | None
-    result_schema: dict[str, Any] | None
-    total: int
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class BatchLine:
-    """One batch in the list of recent batches."""
-
-    batch: BatchInfo
-    counts: dict[ItemState, int]
-
-    @property
-    def done(self) -> int:
-        return sum(self.counts[state] for state in FINISHED_STATES)
-
-
-@dataclass(frozen=True)
-class Recent:
-    """Items that finished since ``since``: the base of throughput and ETA."""
-
-    since: datetime
-    finished: int
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """Everything ``qocr status BATCH`` prints, from five aggregate queries."""
-
-    batch: BatchInfo
-    counts: dict[ItemState, int]
-    usage: Usage
-    # Keyed by the model a result names (the batch's model when it names none).
-    usage_by_model: dict[str, Usage]
-    finish_reasons: dict[str | None, int]
-    errors: dict[str | None, int]
-
-
-@dataclass(frozen=True)
-class AttemptInfo:
-    number: int
-    outcome: AttemptOutcome
-    started_at: datetime
-    ended_at: datetime
-    http_status: int | None
-    error_code: str | None
-    error_message: str | None
-    request_id: str | None
-    retry_after: float | None
-    worker: str | None
-
-
-@dataclass(frozen=True)
-class ResultInfo:
-    text: str
-    kv_result: Any
-    words_info: list[Any] | None
-    parsed: Any
-    finish_reason: str | None
-    request_id: str | None
-    model: str | None
-    usage: Usage
-    latency_ms: float | None
-    created_at: datetime | None
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    """One item as exported: the item's columns and its result, if it has one."""
-
-    id: int
-    batch_id: int
-    source: str
-    state: ItemState
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    created_at: datetime
-    finished_at: datetime | None
-    result: ResultInfo | None
-
-
-@dataclass(frozen=True)
-class ItemDetail:
-    """One item for ``qocr show``: its row, its result and every attempt."""
-
-    item: ItemRow
-    not_before: datetime | None
-    batch_name: str
-    history: list[AttemptInfo] = field(default_factory=list)
 
 
 _BATCH_COLUMNS = (
@@ -228,13 +113,8 @@ def _page_query(
     )
 
 
-class Reports:
+class Reports(EngineBound):
     """The read-only queries of the reporting commands; one short session per call."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.sessions = make_sessionmaker(engine)
-        self._dialect = engine.dialect.name
 
     # -- batches -----------------------------------------------------------------------
 
@@ -248,15 +128,15 @@ class Reports:
         query = select(*_BATCH_COLUMNS).order_by(Batch.id.desc()).limit(limit)
         if state is not None:
             query = query.where(Batch.state == state)
-        with self._snapshot() as session:
+        with self.snapshot() as session:
             batches = [_batch_info(row) for row in session.execute(query)]
-            counts = tallies.item_counts(session, [b.id for b in batches])
+            counts = item_counts(session, [b.id for b in batches])
         return [BatchLine(batch=b, counts=counts[b.id]) for b in batches]
 
     def counts(self, batch_id: int) -> dict[ItemState, int]:
         """Items by state, from the batch's tallies (a few rows whatever its size)."""
-        with self._snapshot() as session:
-            return tallies.item_counts(session, [batch_id])[batch_id]
+        with self.snapshot() as session:
+            return item_counts(session, [batch_id])[batch_id]
 
     def summary(self, batch_id: int) -> BatchSummary | None:
         """Counts, token usage, finish reasons and error codes of one batch, in one snapshot.
@@ -264,13 +144,13 @@ class Reports:
         Everything comes from the batch's tallies, which every terminal transition keeps
         in its own transaction: the cost does not grow with the batch.
         """
-        with self._snapshot() as session:
+        with self.snapshot() as session:
             row = session.execute(select(*_BATCH_COLUMNS).where(Batch.id == batch_id)).first()
             if row is None:
                 return None
             info = _batch_info(row)
-            counts = tallies.item_counts(session, [batch_id])[batch_id]
-            totals = tallies.read(session, [batch_id])[batch_id]
+            counts = item_counts(session, [batch_id])[batch_id]
+            totals = read_tallies(session, [batch_id])[batch_id]
         by_model: dict[str, Usage] = {}
         reasons: dict[str | None, int] = {}
         errors: dict[str | None, int] = {}
@@ -293,14 +173,6 @@ class Reports:
             finish_reasons=reasons,
             errors=errors,
         )
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Session]:
-        # Several queries, one snapshot: the counts of a running batch add up.
-        with self.sessions() as session:
-            if self._dialect == "postgresql":
-                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            yield session
 
     def finished_since(self, batch_id: int, since: datetime) -> Recent:
         """How many of the batch's items reached a terminal state after ``since``."""

@@ -30,9 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from qocr.models.base import Base, UTCDateTime, utcnow
-from qocr.models.entities import Batch, Item
+from qocr.models.db import EngineBound, rows_changed
+from qocr.models.entities import Batch, Item, source_digest
 from qocr.models.states import BatchState, ItemState
-from qocr.models.store import Store
+from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
 
 # Items that count as done for ``only_new``: finished well, or on their way.
 DONE_ITEM_STATES = (ItemState.SUCCEEDED, ItemState.QUEUED, ItemState.RUNNING)
@@ -55,7 +56,7 @@ class ScheduleRun(Base):
     __tablename__ = "schedule_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    schedule_name: Mapped[str] = mapped_column(String(200))
+    schedule_name: Mapped[str] = mapped_column(Text)
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     # "beat" (the tick) or "manual" (`qocr schedule run`).
     triggered_by: Mapped[str] = mapped_column(String(16))
@@ -75,7 +76,7 @@ class ScheduleRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
     new_items: Mapped[int] = mapped_column(Integer, default=0)
-    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_code: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     # Where the batch's results go when it ends (the schedule's results_to, filled in).
     export_uri: Mapped[str | None] = mapped_column(Text)
@@ -104,12 +105,8 @@ class PendingExport:
     attempts: int
 
 
-class ScheduleRunStore:
-    """Every query of scheduled runs; batches and items are written by :class:`Store`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.sessions = store.sessions
+class ScheduleRunStore(EngineBound):
+    """Every query of scheduled runs; batches and items are written by ``models.store``."""
 
     def get(self, schedule_name: str, slot: datetime) -> ScheduleRun | None:
         with self.sessions() as session:
@@ -162,7 +159,7 @@ class ScheduleRunStore:
                     error_message=None,
                 )
             )
-            if _changed(restarted) == 0:
+            if rows_changed(restarted) == 0:
                 return None
             return session.get(ScheduleRun, existing, populate_existing=True)
 
@@ -193,11 +190,11 @@ class ScheduleRunStore:
                     batch_id=batch_id,
                     new_items=new_items,
                     export_uri=export_uri,
-                    error_code=error_code,
-                    error_message=error_message,
+                    error_code=cap(error_code, CODE_MAX_CHARS),
+                    error_message=cap(error_message, MESSAGE_MAX_CHARS),
                 )
             )
-            return _changed(result) == 1
+            return rows_changed(result) == 1
 
     def last_runs(self, names: Sequence[str]) -> dict[str, ScheduleRun]:
         """The most recent run (by slot) of each named schedule that has one."""
@@ -239,6 +236,8 @@ class ScheduleRunStore:
             .join(Batch, Batch.id == Item.batch_id)
             .where(
                 Batch.schedule_name == schedule_name,
+                # The digest finds the rows on the items' unique index; the source decides.
+                Item.source_sha256.in_([source_digest(source) for source in sources]),
                 Item.source.in_(list(sources)),
                 Item.state.in_(DONE_ITEM_STATES),
             )
@@ -298,10 +297,8 @@ class ScheduleRunStore:
             session.execute(
                 update(ScheduleRun)
                 .where(ScheduleRun.id == run_id)
-                .values(export_attempts=ScheduleRun.export_attempts + 1, export_error=message)
+                .values(
+                    export_attempts=ScheduleRun.export_attempts + 1,
+                    export_error=cap(message, MESSAGE_MAX_CHARS),
+                )
             )
-
-
-def _changed(result: Any) -> int:
-    """Rows an UPDATE changed (drivers answer -1 when they cannot tell)."""
-    return max(int(result.rowcount), 0)

@@ -20,7 +20,11 @@ TERMINAL_ITEM_STATES = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemSta
 # The item state machine, written once. Every transition in the store is one conditional
 # UPDATE whose WHERE clause names the states it may leave, taken from this table.
 ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
-    ItemState.QUEUED: frozenset({ItemState.RUNNING, ItemState.CANCELLED, ItemState.FAILED}),
+    # QUEUED -> SUCCEEDED: a paid result kept by a worker while the database was away,
+    # saved after its lease had run out (models.transitions.save_kept_result).
+    ItemState.QUEUED: frozenset(
+        {ItemState.RUNNING, ItemState.CANCELLED, ItemState.FAILED, ItemState.SUCCEEDED}
+    ),
     # RUNNING -> QUEUED: a retry later, or a lease that expired under a dead worker.
     ItemState.RUNNING: frozenset(
         {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.QUEUED, ItemState.CANCELLED}
@@ -54,3 +58,6 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"  # a final error for this item
     STOPPED = "stopped"  # an error that stopped the whole batch
     DISCARDED = "discarded"  # the call succeeded but the lease had moved on: no result kept
+    # Written before the request leaves, in the transaction that counts it on the item.
+    IN_FLIGHT = "in_flight"
+    ABANDONED = "abandoned"  # its worker died (or its result was lost) before it ended

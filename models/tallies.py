@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, ForeignKey, Integer, String, func, select
+from sqlalchemy import BigInteger, Connection, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from qocr.models.base import Base
 from qocr.models.entities import Batch, Item
 from qocr.models.states import TERMINAL_ITEM_STATES, ItemState
+from qocr.models.text_caps import CODE_MAX_CHARS, cap
 
 SHARDS = 8
 
@@ -46,18 +47,20 @@ class BatchTally(Base):
         ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # A code, finish reason or model as the provider sent it, capped (text_caps) to stay a
+    # valid btree entry.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
     shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
 
 
-def add(connection: Connection, batch_id: int, shard: int, increments: Increments) -> None:
+def add_tallies(connection: Connection, batch_id: int, shard: int, increments: Increments) -> None:
     """Add ``increments`` to the batch's tallies (one upsert, run for every key)."""
     rows = [
         {
             "batch_id": batch_id,
             "kind": kind.value,
-            "key": key,
+            "key": cap(key, CODE_MAX_CHARS),
             "shard": shard % SHARDS,
             "value": amount,
         }
@@ -80,7 +83,7 @@ def _upsert(insert: Any) -> Any:
 _UPSERTS = {"postgresql": _upsert(pg_insert), "sqlite": _upsert(sqlite_insert)}
 
 
-def read(
+def read_tallies(
     session: Session | Connection, batch_ids: list[int]
 ) -> dict[int, dict[tuple[TallyKind, str], int]]:
     """Every tally of the given batches, summed over shards."""
@@ -125,7 +128,7 @@ def item_counts(
             .group_by(Item.batch_id)
         )
     }
-    for batch_id, tallies in read(session, batch_ids).items():
+    for batch_id, tallies in read_tallies(session, batch_ids).items():
         batch_counts = counts[batch_id]
         for state in TERMINAL_ITEM_STATES:
             batch_counts[state] = tallies.get((TallyKind.STATE, state.value), 0)

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qocr.errors import ConfigError
+from qocr.qwen.catalog import MAX_OUTPUT_TOKENS
 from qocr.redact import redact_url
 
 Region = Literal["intl", "us", "cn"]
@@ -53,7 +54,13 @@ class Settings(BaseSettings):
     # Seconds a claimed item stays leased to its worker; a killed worker's items return after it.
     lease_seconds: int = Field(default=45, ge=5)
     max_attempts: int = Field(default=8, ge=1)
-    request_timeout: float = Field(default=30.0, gt=0)
+    # Seconds: the read timeout of a call (a stream: the longest silence between chunks).
+    request_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    # Seconds: the total deadline of one call, plain or streamed, however its answer trickles.
+    call_deadline_seconds: float = Field(default=120.0, gt=0, le=3600, allow_inf_nan=False)
+    # The max_tokens ceiling Alibaba granted this account on request (documented: 4,096 for
+    # qwen-vl-ocr and its dated snapshots, 8,192 at most); None: the documented ceilings.
+    granted_max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -1,1 +1,1 @@
-"""Turning sources into batches, dispatching their items, and scheduled runs."""
+"""Turning sources into batches, dispatching their items, and scheduled runs (no Celery)."""

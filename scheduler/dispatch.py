@@ -3,8 +3,10 @@
 Items live in SQL; only ``window`` of them are in Redis (or running) at a time, so a
 million-item batch costs the broker a few MB. Each tick also returns the items of dead
 workers (expired leases), re-dispatches messages the broker lost, and closes finished
-batches. One dispatcher is active per fleet (a Redis lock); the claim in SQL makes a
-duplicate message harmless anyway.
+batches. One dispatcher is active per fleet (:mod:`scheduler.fleet_lock`), and one-shot
+publishes (:func:`top_up_once`) take the same lock; the claim in SQL makes a duplicate
+message harmless anyway. Publishing itself is a callable given in (the worker's Celery
+publisher), so nothing here knows the broker's client library.
 """
 
 from __future__ import annotations
@@ -19,15 +21,11 @@ from typing import Any
 
 from qocr.models.base import utcnow
 from qocr.models.store import Store
+from qocr.scheduler.fleet_lock import FleetLock
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-# A message not claimed this long after dispatch is taken as lost (a dispatched item waits
-# at most one window's drain time, a few minutes by design).
-LOST_AFTER = timedelta(minutes=15)
-LOCK_KEY = "qocr:dispatcher:lock"
-LOCK_TTL_MS = 15_000
 # Present while the broker keeps its data; gone after a restart without persistence.
 EPOCH_KEY = "qocr:broker:epoch"
 
@@ -35,17 +33,10 @@ EPOCH_KEY = "qocr:broker:epoch"
 # workers read in turn with the main one, so they do not wait behind a full window.
 Publish = Callable[[Sequence[int], bool], None]
 
-_RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
-
-def window_for(rpm: int) -> int:
-    """About two minutes of API capacity, within [50, 5000] messages."""
-    return max(50, min(5000, rpm * 2))
+def window_for(rpm: int, capacity_seconds: float) -> int:
+    """``capacity_seconds`` of API capacity, within [50, 5000] messages."""
+    return max(50, min(5000, int(rpm * capacity_seconds / 60)))
 
 
 @dataclass(frozen=True)
@@ -65,9 +56,11 @@ class Dispatcher:
         store: Store,
         publish: Publish,
         window: int,
-        lost_after: timedelta = LOST_AFTER,
+        *,
+        lost_after: timedelta,
         redis_client: Any | None = None,
     ) -> None:
+        """``lost_after``: a message not claimed this long after dispatch is taken as lost."""
         self.store = store
         self.publish = publish
         self.window = window
@@ -121,16 +114,25 @@ class Dispatcher:
         return 0
 
 
+def top_up_once(dispatcher: Dispatcher, lock: FleetLock) -> int | None:
+    """Top up now under the fleet's lock; None when a running dispatcher holds it.
+
+    That dispatcher tops up within a second, so the caller's items are not left behind.
+    """
+    with lock.held() as taken:
+        if not taken:
+            return None
+        return dispatcher.top_up()
+
+
 class DispatchService:
     """Runs :meth:`Dispatcher.tick` every second in a thread while holding the fleet's lock."""
 
-    def __init__(self, dispatcher: Dispatcher, redis_client: Any) -> None:
+    def __init__(self, dispatcher: Dispatcher, lock: FleetLock) -> None:
         self.dispatcher = dispatcher
-        self.redis = redis_client
-        self.identity = uuid.uuid4().hex
+        self.lock = lock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="qocr-dispatch", daemon=True)
-        self._renew = redis_client.register_script(_RENEW_LOCK)
 
     def start(self) -> None:
         self._thread.start()
@@ -139,15 +141,12 @@ class DispatchService:
         self._stop.set()
         self._thread.join(timeout)
         try:
-            if self.redis.get(LOCK_KEY) == self.identity.encode():
-                self.redis.delete(LOCK_KEY)
+            self.lock.release()
         except Exception:
             log.debug("could not release the dispatcher lock", exc_info=True)
 
     def holds_lock(self) -> bool:
-        if self._renew(keys=[LOCK_KEY], args=[self.identity, LOCK_TTL_MS]):
-            return True
-        return bool(self.redis.set(LOCK_KEY, self.identity, nx=True, px=LOCK_TTL_MS))
+        return self.lock.acquire()
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_SECONDS):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from qocr.models.documents import item_json
 from qocr.models.reports import Reports
 from qocr.s3 import parse_s3_uri
 
@@ -28,9 +29,6 @@ CONTENT_TYPE = "application/x-ndjson"
 
 def batch_records(engine: Engine, batch_id: int, secret: str | None) -> Iterable[dict[str, Any]]:
     """Every item of the batch as its ``qocr results`` JSONL object, in item order."""
-    # The line format is owned by `qocr results`; scheduled exports must not drift from it.
-    from qocr.cli.results import item_json
-
     for row in Reports(engine).iter_items(batch_id):
         yield item_json(row, secret)
 

@@ -31,8 +31,9 @@ from sqlalchemy.exc import IntegrityError
 
 from qocr.errors import QocrError
 from qocr.models.base import utcnow
+from qocr.models.records import SourceRow
 from qocr.models.schedule_run import FINISHED_OUTCOMES, RunOutcome, ScheduleRun, ScheduleRunStore
-from qocr.models.store import SourceRow, Store
+from qocr.models.store import Store
 from qocr.redact import redact_text
 from qocr.scheduler.exports import batch_records, upload_jsonl
 from qocr.scheduler.locks import ScheduleLocks, wait_for
@@ -101,7 +102,7 @@ class ScheduleRunner:
         secret: str | None = None,
     ) -> None:
         self.store = store
-        self.runs = ScheduleRunStore(store)
+        self.runs = ScheduleRunStore(store.engine)
         self.locks = locks
         self._expander = expander
         self._s3 = s3

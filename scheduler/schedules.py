@@ -15,7 +15,10 @@
 
 Every other batch option of ``qocr submit`` has a key of the same name (``api``, ``model``,
 ``prompt``, ``min_pixels``, ``max_pixels``, ``rotate``, ``max_tokens``, ``stream``,
-``s3_mode``, ``batch_name``); unset ones fall back to the settings, as on the command line.
+``s3_mode``, ``batch_name``, and the sampling options ``temperature``, ``top_p``, ``top_k``,
+``repetition_penalty``, ``presence_penalty``, ``seed``, ``stop`` (a string or a list), whose
+defaults the reference recommends keeping); unset ones fall back to the settings, as on
+the command line.
 A bad file raises :class:`ScheduleConfigError` naming the schedule and the field. Tables
 other than ``[beat]`` and ``[schedules]`` belong to other features and are not read here.
 """
@@ -84,6 +87,14 @@ class _ScheduleFields(BaseModel):
     rotate: bool | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     stream: bool = False
+    # Sampling: ranges are checked by RecognizeOptions, as on the command line.
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
     s3_mode: Literal["inline", "presign"] | None = None
 
     @field_validator("sources", mode="before")
@@ -328,6 +339,14 @@ def _options(
             enable_rotate=fields.rotate,
             max_tokens=fields.max_tokens,
             stream=fields.stream,
+            granted_max_tokens=settings.granted_max_tokens,
+            temperature=fields.temperature,
+            top_p=fields.top_p,
+            top_k=fields.top_k,
+            repetition_penalty=fields.repetition_penalty,
+            presence_penalty=fields.presence_penalty,
+            seed=fields.seed,
+            stop=tuple(fields.stop) if isinstance(fields.stop, list) else fields.stop,
         )
     except OptionsError as exc:
         raise ScheduleConfigError(f"{where}: {exc.message}") from None

@@ -4,10 +4,10 @@ Pure functions of a clock reading; no I/O. Every slot is an aware UTC datetime, 
 is one value in the database whatever the schedule's time zone.
 
 Cron expressions have the five usual fields (minute hour day-of-month month day-of-week),
-parsed by Celery's :class:`celery.schedules.crontab` and with its semantics: day-of-week
-counts from 0 = Sunday to 6 (names like ``mon-fri`` work), and when both day fields are
-restricted a day must match *both* (Vixie cron takes either). They are read as wall-clock
-times in the schedule's time zone:
+parsed by :mod:`scheduler.cron` with Celery's semantics, which qocr has always used:
+day-of-week counts from 0 = Sunday to 6 (names like ``mon-fri`` work), and when both day
+fields are restricted a day must match *both* (Vixie cron takes either). They are read as
+wall-clock times in the schedule's time zone:
 
 - a wall time that does not exist (the spring-forward gap) fires at the end of the gap,
   e.g. ``30 2 * * *`` in Europe/Paris fires at 03:00 CEST on that Sunday;
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from qocr.scheduler.cron import parse_cron
 
 # The rarest restricted day a crontab can name (29 February that is also a given weekday)
 # comes back within 28 years; searching farther means the expression never fires.
@@ -106,34 +108,16 @@ class CronTrigger:
 
     @classmethod
     def parse(cls, expression: str, timezone: ZoneInfo) -> CronTrigger:
-        """Parse with Celery's crontab; a ValueError names the field that is wrong."""
-        from celery.schedules import crontab
-
-        fields = expression.split()
-        if len(fields) != 5:
-            raise ValueError(
-                f"{expression!r} needs 5 fields (minute hour day-of-month month day-of-week), "
-                f"got {len(fields)}"
-            )
-        minute, hour, day_of_month, month, day_of_week = fields
-        try:
-            parsed = crontab(
-                minute=minute,
-                hour=hour,
-                day_of_week=day_of_week,
-                day_of_month=day_of_month,
-                month_of_year=month,
-            )
-        except ValueError as exc:
-            raise ValueError(f"{expression!r}: {exc}") from None
+        """Parse the five fields; a ValueError names the field that is wrong."""
+        spec = parse_cron(expression)
         return cls(
-            expression=" ".join(fields),
+            expression=" ".join(expression.split()),
             timezone=timezone,
-            minutes=tuple(sorted(parsed.minute)),
-            hours=tuple(sorted(parsed.hour)),
-            days_of_month=frozenset(parsed.day_of_month),
-            months=frozenset(parsed.month_of_year),
-            days_of_week=frozenset(parsed.day_of_week),
+            minutes=tuple(sorted(spec.minutes)),
+            hours=tuple(sorted(spec.hours)),
+            days_of_month=spec.days_of_month,
+            months=spec.months,
+            days_of_week=spec.days_of_week,
         )
 
     def latest_at_or_before(self, now: datetime) -> datetime | None:

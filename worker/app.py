@@ -1,58 +1,49 @@
-"""The Celery app: configuration for never-lose, never-double processing, and the one task.
+"""The Celery app: configuration for never-lose, never-double processing, and both tasks.
 
 Settings follow what Celery on Redis does under crashes (see ../shared/docs/celery-redis.md):
 late acks and reject-on-worker-lost so a killed child's message comes back, one message
 reserved per slot, no result backend, no ETA/countdown (back-off lives in SQL), broker
 reconnects forever. The SQL lease, not the broker, is what guarantees recovery and
-exactly-once results.
+exactly-once results. Time limits and timeouts come from :mod:`worker.limits`.
+
+The settings given to :func:`create_app` reach both tasks; only the ``celery -A
+qocr.worker.app`` entry point (:func:`get_app`) reads them from the environment.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 
-from qocr.logs import configure_logging
-from qocr.scheduler.beat import register_schedule_tasks
 from qocr.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
-
-QUEUE = "qocr"
-# Items that ran before (retries, a dead worker's items) and schedule ticks get their own
-# queues, read in turn with the main one: never behind minutes of item messages.
-RETRY_QUEUE = "qocr.retry"
-CONTROL_QUEUE = "qocr.control"
-TASK_NAME = "qocr.process_item"
-# A task is at most a throttle wait plus a few bounded calls; the hard limit stays far
-# below the visibility timeout so a running task is never redelivered while it runs.
-SOFT_TIME_LIMIT = 270
-HARD_TIME_LIMIT = 300
-VISIBILITY_TIMEOUT = 900
-# A database restart: retry the message a little later, bounded (the reaper covers the rest).
-DB_RETRY_CAP_SECONDS = 30
-DB_RETRIES = 20
+from qocr.worker.beat import register_tick_task
+from qocr.worker.limits import LIMITS
+from qocr.worker.process_state import ProcessState
+from qocr.worker.queues import CONTROL_QUEUE, ITEM_TASK, QUEUE, TICK_TASK
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    transport = {
+        "visibility_timeout": LIMITS.visibility_timeout_seconds,
+        "unacked_restore_interval": LIMITS.restore_interval_seconds,
+        "unacked_restore_throttle": LIMITS.restore_scan_every,
+    }
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "visibility_timeout": LIMITS.visibility_timeout_seconds,
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
-        "task_routes": {"qocr.schedule_tick": {"queue": CONTROL_QUEUE}},
+        "task_routes": {TICK_TASK: {"queue": CONTROL_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_soft_time_limit": SOFT_TIME_LIMIT,
-        "task_time_limit": HARD_TIME_LIMIT,
+        "task_soft_time_limit": LIMITS.task_soft_time_limit_seconds,
+        "task_time_limit": LIMITS.task_hard_time_limit_seconds,
         "worker_disable_rate_limits": True,
         "worker_eta_task_limit": 100,
         "worker_max_tasks_per_child": 10_000,
@@ -66,31 +57,45 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
-    app = Celery("qocr", set_as_current=False)
+class QocrApp(Celery):  # type: ignore[misc]  # Celery ships no type information
+    """The Celery app, owning what its tasks build in this process (``close()`` frees it)."""
+
+    state: ProcessState | None = None
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
+        super().close()
+
+
+def create_app(settings: Settings) -> QocrApp:
+    """An app whose tasks run with ``settings``; ``with create_app(s) as app:`` cleans up."""
+    app = QocrApp("qocr", set_as_current=False)
     app.conf.update(celery_config(settings))
-    _register_tasks(app)
-    register_schedule_tasks(app)
+    app.state = ProcessState(app, settings)
+    _register_item_task(app, app.state)
+    register_tick_task(app, app.state)
     return app
 
 
-def _register_tasks(app: Celery) -> None:
-    @app.task(name=TASK_NAME, ignore_result=True, bind=True)  # type: ignore[untyped-decorator]
+def _register_item_task(app: Celery, state: ProcessState) -> None:
+    # shared=False: Celery would otherwise hand this closure (and its state) to every app
+    # made later in the process, ahead of that app's own.
+    @app.task(  # type: ignore[untyped-decorator]
+        name=ITEM_TASK, ignore_result=True, bind=True, shared=False
+    )
     def process_item(task: Any, item_id: int) -> str:
         from sqlalchemy.exc import DBAPIError
 
-        from qocr.worker.process_state import processor
-
         try:
-            return processor().process(int(item_id)).value
+            return state.processor().process(int(item_id)).value
         except DBAPIError as exc:
             if not exc.connection_invalidated and not _is_disconnect(exc):
                 raise
             # The database is away (a restart): keep the message alive with a short retry
             # rather than waiting for the reaper's lost-message timeout.
-            delay = min(DB_RETRY_CAP_SECONDS, 2 ** min(task.request.retries, 5))
-            raise task.retry(countdown=delay, max_retries=DB_RETRIES) from exc
+            delay = min(LIMITS.db_retry_cap_seconds, 2 ** min(task.request.retries, 5))
+            raise task.retry(countdown=delay, max_retries=LIMITS.db_retries) from exc
 
 
 def _is_disconnect(exc: Exception) -> bool:
@@ -103,10 +108,10 @@ _app: Celery | None = None
 
 
 def get_app() -> Celery:
-    """This process's app, made once from the process settings."""
+    """The app of the ``celery -A qocr.worker.app`` entry point, from the process settings."""
     global _app
     if _app is None:
-        _app = create_app()
+        _app = create_app(get_settings())
     return _app
 
 
@@ -115,11 +120,3 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         return get_app()
     raise AttributeError(name)
-
-
-@signals.setup_logging.connect  # type: ignore[untyped-decorator]
-def _setup_logging(**_: Any) -> None:
-    settings = get_settings()
-    configure_logging(
-        settings.log_level, settings.api_key.get_secret_value() if settings.api_key else None
-    )

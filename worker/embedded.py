@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from qocr.models.base import utcnow
 from qocr.models.states import ItemState
+from qocr.worker.limits import LIMITS
 from qocr.worker.process import ItemProcessor, Outcome
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def run_batch(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qocr-item") as pool:
         while True:
             if time.monotonic() - last_reap > REAP_EVERY_SECONDS:
-                store.reap(utcnow(), lost_after=timedelta(hours=1))
+                lost_after = timedelta(seconds=LIMITS.embedded_lost_message_seconds)
+                store.reap(utcnow(), lost_after=lost_after)
                 last_reap = time.monotonic()
             room = 2 * concurrency - len(in_flight)
             for item_id in store.pick_for_dispatch(room, batch_id=batch_id):

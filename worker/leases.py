@@ -14,17 +14,19 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from qocr.models.base import utcnow
-from qocr.models.store import ClaimedItem, Store
+from qocr.models.records import ClaimedItem
+from qocr.models.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews every held lease each ``lease / 3`` seconds, in one UPDATE."""
+    """Renews every held lease ``renewals_per_lease`` times per lease, in one UPDATE each."""
 
-    def __init__(self, store: Store, lease: timedelta) -> None:
+    def __init__(self, store: Store, lease: timedelta, renewals_per_lease: int) -> None:
         self._store = store
         self._lease = lease
+        self._renewals_per_lease = renewals_per_lease
         self._held: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -52,7 +54,7 @@ class LeaseKeeper:
             self._thread.start()
 
     def _run(self) -> None:
-        interval = self._lease.total_seconds() / 3
+        interval = self._lease.total_seconds() / self._renewals_per_lease
         while not self._stop.wait(interval):
             with self._lock:
                 held = dict(self._held)

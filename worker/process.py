@@ -17,23 +17,21 @@ from typing import Any
 import tenacity
 
 from qocr.models.base import utcnow
+from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
 from qocr.models.states import AttemptOutcome
-from qocr.models.store import AttemptRecord, ClaimedItem
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
 from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import backoff_seconds, retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
 from qocr.worker.fetch import FetchError
+from qocr.worker.limits import LIMITS
 from qocr.worker.runtime import BatchPlan, Runtime
 
 log = logging.getLogger(__name__)
 
-# In-process retries are for blips: a few tries, short sleeps. Anything longer goes back to
-# SQL with a retry time, so no worker slot sleeps through a long back-off.
-IN_PROCESS_ATTEMPTS = 3
-IN_PROCESS_BUDGET_SECONDS = 30.0
-IN_PROCESS_MAX_SLEEP_SECONDS = 5.0
+# In-process retries are for blips: a few tries, short sleeps (LIMITS.in_process_*). Anything
+# longer goes back to SQL with a retry time, so no worker slot sleeps through a long back-off.
 LATER_BASE_SECONDS = 5.0
 LATER_CAP_SECONDS = 300.0
 # Until real usage is seen, assume this many output tokens per call for the TPM estimate.
@@ -155,9 +153,6 @@ class ItemProcessor:
             except RateLimitError as exc:
                 self.rt.throttle.penalize(model, exc.retry_after)
                 raise
-            except QwenError:
-                self.rt.throttle.settle(model, plan.limits, estimate, 0)
-                raise
             return result, (time.perf_counter() - clock) * 1000
 
         def record_blip(state: tenacity.RetryCallState) -> None:
@@ -167,9 +162,9 @@ class ItemProcessor:
 
         attempts_left = self.rt.settings.max_attempts - item.attempts
         policy = retry_policy(
-            max_attempts=max(1, min(IN_PROCESS_ATTEMPTS, attempts_left)),
-            max_total_seconds=IN_PROCESS_BUDGET_SECONDS,
-            max_single_wait_seconds=IN_PROCESS_MAX_SLEEP_SECONDS,
+            max_attempts=max(1, min(LIMITS.in_process_attempts, attempts_left)),
+            max_total_seconds=LIMITS.in_process_budget_seconds,
+            max_single_wait_seconds=LIMITS.in_process_max_sleep_seconds,
             sleep=self._sleep,
         ).copy(before_sleep=record_blip)
         try:
@@ -184,7 +179,7 @@ class ItemProcessor:
         if usage is not None:
             self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
             self._learn(model, image, usage)
-        row = result_row(result, latency_ms, sha256, plan.options.fingerprint())
+        record = result_record(result, latency_ms, sha256, plan.options.fingerprint())
         attempt = AttemptRecord(
             started_at=started,
             ended_at=utcnow(),
@@ -193,7 +188,7 @@ class ItemProcessor:
             request_id=result.request_id,
             worker=self.rt.worker_name,
         )
-        if self.rt.store.succeed(item, attempt, row):
+        if self.rt.store.succeed(item, attempt, record):
             return Outcome.SUCCEEDED
         log.warning("item %s: lease lost before the result was saved", item.item_id)
         return Outcome.LEASE_LOST
@@ -256,31 +251,31 @@ class ItemProcessor:
             log.warning("item %s: could not release (%s); the reaper will", item.item_id, exc)
 
 
-def result_row(
+def result_record(
     result: OCRResult, latency_ms: float, image_sha256: str | None, fingerprint: str
-) -> dict[str, Any]:
-    """The columns of a Result row."""
-    usage = result.usage
+) -> ResultRecord:
+    """What the store keeps of a successful call."""
+    usage = result.usage or Usage()
     words = None
     if result.words_info is not None:
         words = [
             {"text": w.text, "location": list(w.location), "rotate_rect": list(w.rotate_rect)}
             for w in result.words_info
         ]
-    return {
-        "text": result.text,
-        "kv_result": result.kv_result,
-        "words_info": words,
+    return ResultRecord(
+        text=result.text,
+        kv_result=result.kv_result,
+        words_info=words,
         # Fenced HTML/LaTeX bodies are in the text already; keep decoded JSON only.
-        "parsed": None if isinstance(result.parsed, str) else result.parsed,
-        "finish_reason": result.finish_reason,
-        "request_id": result.request_id,
-        "model": result.model,
-        "input_tokens": usage.input_tokens if usage else 0,
-        "output_tokens": usage.output_tokens if usage else 0,
-        "image_tokens": usage.image_tokens if usage else 0,
-        "total_tokens": usage.total_tokens if usage else 0,
-        "latency_ms": latency_ms,
-        "image_sha256": image_sha256,
-        "options_fingerprint": fingerprint,
-    }
+        parsed=None if isinstance(result.parsed, str) else result.parsed,
+        finish_reason=result.finish_reason,
+        request_id=result.request_id,
+        model=result.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        image_tokens=usage.image_tokens,
+        total_tokens=usage.total_tokens,
+        latency_ms=latency_ms,
+        image_sha256=image_sha256,
+        options_fingerprint=fingerprint,
+    )

@@ -1,38 +1,79 @@
-"""The one ItemProcessor of this worker process, made on first use and again after a fork."""
+"""What one worker process builds from its app's settings, once, and again after a fork.
+
+:func:`worker.app.create_app` makes one :class:`ProcessState` with the settings it was
+given, and both tasks use it, so no task reads the environment again. Built on first use:
+the item processor (runtime, store, HTTP clients, throttle) and the schedule tick.
+"""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 
-from qocr.settings import get_settings
+from qocr.logs import configure_logging
+from qocr.models.db import make_engine
+from qocr.models.store import Store
+from qocr.scheduler.tick import ScheduleTick
+from qocr.settings import Settings
 from qocr.worker.process import ItemProcessor
+from qocr.worker.publish import publish_now
 from qocr.worker.runtime import Runtime
 
-_lock = threading.Lock()
-_processor: ItemProcessor | None = None
 
+class ProcessState:
+    """The item processor and the schedule tick of one app in this process."""
 
-def processor() -> ItemProcessor:
-    global _processor
-    with _lock:
-        if _processor is None:
-            _processor = ItemProcessor(Runtime(get_settings()))
-        return _processor
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._processor: ItemProcessor | None = None
+        self._tick: ScheduleTick | None = None
+        # Weak receivers: a state (and its app) that is gone stops listening.
+        signals.setup_logging.connect(self._setup_logging)
+        signals.worker_process_init.connect(self._after_fork)
+        signals.worker_process_shutdown.connect(self._on_shutdown)
 
+    def processor(self) -> ItemProcessor:
+        with self._lock:
+            if self._processor is None:
+                self._processor = ItemProcessor(Runtime(self.settings))
+            return self._processor
 
-@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
-def _after_fork(**_: Any) -> None:
-    # A prefork child must not reuse the parent's sockets (database pool, HTTP, Redis).
-    global _processor
-    if _processor is not None:
-        _processor.rt.after_fork()
-    _processor = None
+    def schedule_tick(self) -> ScheduleTick:
+        with self._lock:
+            if self._tick is None:
+                store = Store(make_engine(self.settings.database_url))
 
+                def publish(_batch_id: int) -> None:
+                    publish_now(self.app, self.settings, store)
 
-@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
-def _on_shutdown(**_: Any) -> None:
-    if _processor is not None:
-        _processor.rt.close()
+                self._tick = ScheduleTick(self.settings, store, publish)
+            return self._tick
+
+    def close(self) -> None:
+        """Release connections and threads; the next task builds them again."""
+        with self._lock:
+            if self._processor is not None:
+                self._processor.rt.close()
+            if self._tick is not None:
+                self._tick.store.engine.dispose()
+            self._processor = None
+            self._tick = None
+
+    def _setup_logging(self, **_: Any) -> None:
+        secret = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        configure_logging(self.settings.log_level, secret)
+
+    def _after_fork(self, **_: Any) -> None:
+        # A prefork child must not reuse the parent's sockets (database pool, HTTP, Redis).
+        with self._lock:
+            if self._processor is not None:
+                self._processor.rt.after_fork()
+            self._processor = None
+            self._tick = None
+
+    def _on_shutdown(self, **_: Any) -> None:
+        self.close()

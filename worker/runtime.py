@@ -17,10 +17,8 @@ from qocr.s3 import make_s3_client
 from qocr.settings import Settings
 from qocr.worker.fetch import ImageFetcher
 from qocr.worker.leases import LeaseKeeper
+from qocr.worker.limits import LIMITS
 from qocr.worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
-
-# A task waits at most this long for a throttle slot before it hands its item back.
-THROTTLE_MAX_WAIT_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,8 @@ class Runtime:
         backend = self._throttle_backend
         if backend is None:
             backend = self._redis_backend()
-        return Throttle(backend, max_wait=THROTTLE_MAX_WAIT_SECONDS)
+        # A task waits at most this long for a slot before it hands its item back.
+        return Throttle(backend, max_wait=LIMITS.throttle_max_wait_seconds)
 
     def _redis_backend(self) -> ThrottleBackend:
         import redis
@@ -77,7 +76,11 @@ class Runtime:
 
     @cached_property
     def leases(self) -> LeaseKeeper:
-        return LeaseKeeper(self.store, timedelta(seconds=self.settings.lease_seconds))
+        return LeaseKeeper(
+            self.store,
+            timedelta(seconds=self.settings.lease_seconds),
+            renewals_per_lease=LIMITS.lease_renewals_per_lease,
+        )
 
     def client(self, api: str) -> QwenOCRClient:
         """One pooled HTTP client per API, reused by every task of the process."""
@@ -90,6 +93,7 @@ class Runtime:
                     base_url=self.settings.base_url,
                     api=api,  # type: ignore[arg-type]
                     timeout=self.settings.request_timeout,
+                    deadline_seconds=self.settings.call_deadline_seconds,
                     # One pool per process, shared by every task thread.
                     max_connections=64,
                 )

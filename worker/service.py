@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-import redis
 from celery import Celery, signals
 
 from qocr.models.db import make_engine
 from qocr.models.store import Store
-from qocr.qwen.catalog import model_spec
-from qocr.scheduler.dispatch import Dispatcher, DispatchService, Publish, window_for
+from qocr.scheduler.dispatch import DispatchService
+from qocr.scheduler.fleet_lock import FleetLock
 from qocr.settings import Settings
-from qocr.worker.app import CONTROL_QUEUE, QUEUE, RETRY_QUEUE, TASK_NAME
+from qocr.worker.publish import make_dispatcher
+from qocr.worker.queues import ALL_QUEUES
 
 log = logging.getLogger(__name__)
-
-
-def celery_publisher(app: Celery) -> Publish:
-    """Publish item ids on one reused producer connection."""
-    task = app.tasks[TASK_NAME]
-
-    def publish(item_ids: Sequence[int], retry: bool) -> None:
-        queue = RETRY_QUEUE if retry else QUEUE
-        with app.producer_or_acquire() as producer:
-            for item_id in item_ids:
-                task.apply_async(args=[item_id], producer=producer, queue=queue)
-
-    return publish
-
-
-def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher:
-    rpm = settings.rpm or model_spec(settings.model).rpm
-    return Dispatcher(
-        store,
-        celery_publisher(app),
-        window=window_for(rpm),
-        redis_client=redis.Redis.from_url(settings.broker_url),
-    )
 
 
 def run_worker(
@@ -50,12 +26,11 @@ def run_worker(
 
     def start_dispatch(**_: Any) -> None:
         store = Store(make_engine(settings.database_url))
-        service = DispatchService(
-            make_dispatcher(app, settings, store), redis.Redis.from_url(settings.broker_url)
-        )
+        dispatcher = make_dispatcher(app, settings, store)
+        service = DispatchService(dispatcher, FleetLock(dispatcher.redis))
         service.start()
         services.append(service)
-        log.info("dispatcher started (window %d)", service.dispatcher.window)
+        log.info("dispatcher started (window %d)", dispatcher.window)
 
     def stop_dispatch(**_: Any) -> None:
         for service in services:
@@ -68,7 +43,7 @@ def run_worker(
         "worker",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
-        f"--queues={QUEUE},{RETRY_QUEUE},{CONTROL_QUEUE}",
+        f"--queues={','.join(ALL_QUEUES)}",
         "--loglevel=" + settings.log_level,
         "--without-gossip",
         "--without-mingle",

@@ -35,8 +35,6 @@ class ThrottleBackend(Protocol):
 
     def penalize(self, model: str, retry_after: float | None) -> None: ...
 
-    def factor(self, model: str) -> float: ...
-
 
 class MemoryBackend:
     """The limiter's state in this process: for ``qocr run`` and for tests."""
@@ -72,10 +70,6 @@ class MemoryBackend:
     def penalize(self, model: str, retry_after: float | None) -> None:
         with self._lock:
             gcra.penalize(self._state(model), self._now(), retry_after)
-
-    def factor(self, model: str) -> float:
-        with self._lock:
-            return gcra.current_factor(self._state(model), self._now())
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,6 @@ return 1
 """
 )
 
-_FACTOR = _PRELUDE + "\nreturn tostring(current)\n"
-
 
 class RedisBackend:
     """GCRA state in one Redis hash per model, under ``prefix``."""
@@ -95,7 +93,6 @@ class RedisBackend:
         self._reserve: Any = client.register_script(_RESERVE)
         self._settle: Any = client.register_script(_SETTLE)
         self._penalize: Any = client.register_script(_PENALIZE)
-        self._factor: Any = client.register_script(_FACTOR)
 
     def _key(self, model: str) -> list[str]:
         return [self._prefix + model]
@@ -118,6 +115,3 @@ class RedisBackend:
 
     def penalize(self, model: str, retry_after: float | None) -> None:
         self._penalize(keys=self._key(model), args=[retry_after or 0])
-
-    def factor(self, model: str) -> float:
-        return float(self._factor(keys=self._key(model)))

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from qocr.cli.sampling_options import SAMPLING_OPTIONS, sampling_values
 from qocr.errors import QocrError
 from qocr.qwen.options import RecognizeOptions
 from qocr.qwen.tasks import TASKS
@@ -40,7 +41,14 @@ def batch_options(command: F) -> F:
         click.option("--min-pixels", type=int, help="Upscale images below this many pixels."),
         click.option("--max-pixels", type=int, help="Downscale images above this many pixels."),
         click.option("--rotate/--no-rotate", default=None, help="Let the model fix rotation."),
-        click.option("--max-tokens", type=int, help="Cap on output tokens per image."),
+        click.option(
+            "--max-tokens",
+            type=int,
+            help="Cap on output tokens per image (at most the model's maximum: 4096 for "
+            "qwen-vl-ocr and its dated snapshots, 8192 for -latest; QOCR_GRANTED_MAX_TOKENS "
+            "raises it for an account granted more).",
+        ),
+        *SAMPLING_OPTIONS,
         click.option("--stream/--no-stream", default=False, help="Stream each answer."),
         click.option(
             "--s3-mode",
@@ -70,6 +78,8 @@ def build_request(settings: Settings, params: dict[str, Any]) -> BatchRequest:
         enable_rotate=params.get("rotate"),
         max_tokens=params.get("max_tokens"),
         stream=bool(params.get("stream")),
+        granted_max_tokens=settings.granted_max_tokens,
+        **sampling_values(params),
     )
     return BatchRequest(
         sources=list(params["sources"]),

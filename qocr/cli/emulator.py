@@ -44,6 +44,27 @@ from qocr.emulator.server import RunningServer, serve_until_signalled
     show_default=True,
     help="Probability of closing the connection with no (or half a) response.",
 )
+@click.option(
+    "--hang-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Probability of reading a request and never answering it.",
+)
+@click.option(
+    "--trickle-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Probability of a 200 whose body (or stream) comes one byte (keep-alive) a second.",
+)
+@click.option(
+    "--long-fields-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Probability of a 500 with a 300-char code and request id and a 5 MB message.",
+)
 @click.option("--api-key", help="Require 'Authorization: Bearer KEY' (default: accept any key).")
 @click.option("--seed", type=int, help="Make faults, latency and request ids reproducible.")
 @click.option(
@@ -61,6 +82,9 @@ def emulator(
     latency_ms: tuple[float, float],
     error_rate: float,
     drop_rate: float,
+    hang_rate: float,
+    trickle_rate: float,
+    long_fields_rate: float,
     api_key: str | None,
     seed: int | None,
     recognizer: str,
@@ -75,6 +99,9 @@ def emulator(
             latency_ms=latency_ms,
             error_rate=error_rate,
             drop_rate=drop_rate,
+            hang_rate=hang_rate,
+            trickle_rate=trickle_rate,
+            long_fields_rate=long_fields_rate,
             api_key=api_key,
             seed=seed,
             recognizer=recognizer,  # type: ignore[arg-type]  # click.Choice checked it

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from qocr.cli.results import item_json
-from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
-from qocr.models.reports import AttemptInfo, ItemDetail, Reports
+from qocr.cli.reading import api_secret, dump, no_such, open_reports
+from qocr.models.documents import iso, item_json
+from qocr.models.report_records import AttemptInfo, ItemDetail
+from qocr.models.reports import Reports
 from qocr.models.states import BatchState, ItemState
 from qocr.models.store import Store
 from qocr.redact import redact_text

@@ -7,43 +7,26 @@ first: a failed export leaves no half-written output behind.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import click
 
-from qocr.cli.status import api_secret, dump, iso, no_such, open_reports
+from qocr.cli.csv_export import kv_columns_of, write_csv
+from qocr.cli.reading import api_secret, dump, no_such, open_reports
 from qocr.errors import QocrError
-from qocr.models.reports import ItemRow
+from qocr.models.documents import item_json
+from qocr.models.report_records import ItemRow
 from qocr.models.states import ItemState
 from qocr.redact import redact_text
 from qocr.s3 import S3Location, make_s3_client, parse_s3_uri
 from qocr.settings import Settings, get_settings
 
-BASE_COLUMNS = (
-    "item_id",
-    "source",
-    "state",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "image_tokens",
-    "total_tokens",
-    "request_id",
-    "error_code",
-    "error_message",
-    "attempts",
-)
-TEXT_COLUMN = "text"
-# Results that are not a JSON object (a list, a string) go whole into this column.
-KV_COLUMN = "kv_result"
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
@@ -53,142 +36,10 @@ class ExportError(QocrError):
     code = "export_failed"
 
 
-# -- rows ------------------------------------------------------------------------------
-
-_RESULT_FIELDS = (
-    "text",
-    "kv_result",
-    "words_info",
-    "parsed",
-    "finish_reason",
-    "request_id",
-    "model",
-    "latency_ms",
-)
-
-
-def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
-    """One item as a JSON object: the JSONL line, and the body of ``qocr show --json``."""
-    result = row.result
-    document: dict[str, Any] = {
-        "item_id": row.id,
-        "batch_id": row.batch_id,
-        "source": row.source,
-        "state": row.state.value,
-        "attempts": row.attempts,
-        "error_code": row.error_code,
-        "error_message": redact_text(row.error_message, secret) if row.error_message else None,
-        "created_at": iso(row.created_at),
-        "finished_at": iso(row.finished_at),
-    }
-    if result is None:
-        return {**document, **dict.fromkeys(_RESULT_FIELDS), "usage": None}
-    usage = result.usage
-    return {
-        **document,
-        "text": result.text,
-        "kv_result": result.kv_result,
-        "words_info": result.words_info,
-        "parsed": result.parsed,
-        "finish_reason": result.finish_reason,
-        "request_id": result.request_id,
-        "model": result.model,
-        "latency_ms": result.latency_ms,
-        "usage": {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "image_tokens": usage.image_tokens,
-            "total_tokens": usage.total_tokens,
-        },
-    }
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested objects as dotted keys (``{"seller": {"name": x}}`` → ``{"seller.name": x}``).
-
-    Lists and scalars are leaves; an empty object is a leaf too.
-    """
-    if not isinstance(value, dict) or (prefix and not value):
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, child in value.items():
-        flat.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-def kv_columns_of(schema: dict[str, Any] | None, kv_results: Iterable[Any]) -> list[str]:
-    """The CSV's result columns: the flattened schema, else every key seen, in order."""
-    if schema:
-        return list(flatten(schema))
-    seen: dict[str, None] = {}
-    whole = False
-    for kv in kv_results:
-        if isinstance(kv, dict):
-            seen.update(dict.fromkeys(flatten(kv)))
-        elif kv is not None:
-            whole = True
-    return [*seen, KV_COLUMN] if whole and KV_COLUMN not in seen else list(seen)
-
-
-def header_of(kv_columns: list[str]) -> list[str]:
-    """Base columns, result columns (``kv.``-prefixed where they clash), then the text."""
-    taken = {*BASE_COLUMNS, TEXT_COLUMN}
-    return [*BASE_COLUMNS, *(f"kv.{c}" if c in taken else c for c in kv_columns), TEXT_COLUMN]
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def csv_row(row: ItemRow, kv_columns: list[str], secret: str | None) -> list[str]:
-    result = row.result
-    usage = result.usage if result else None
-    base = [
-        row.id,
-        row.source,
-        row.state.value,
-        result.finish_reason if result else None,
-        usage.input_tokens if usage else None,
-        usage.output_tokens if usage else None,
-        usage.image_tokens if usage else None,
-        usage.total_tokens if usage else None,
-        result.request_id if result else None,
-        row.error_code,
-        redact_text(row.error_message, secret) if row.error_message else None,
-        row.attempts,
-    ]
-    kv = result.kv_result if result else None
-    flat = flatten(kv) if isinstance(kv, dict) else {}
-    if kv is not None and not isinstance(kv, dict):
-        flat = {KV_COLUMN: kv}
-    values = [flat.get(column) for column in kv_columns]
-    return [cell(v) for v in [*base, *values, result.text if result else None]]
-
-
 def write_jsonl(rows: Iterable[ItemRow], stream: IO[str], secret: str | None) -> int:
     count = 0
     for row in rows:
         stream.write(dump(item_json(row, secret)) + "\n")
-        count += 1
-    return count
-
-
-def write_csv(
-    rows: Iterable[ItemRow], stream: IO[str], kv_columns: list[str], secret: str | None
-) -> int:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(header_of(kv_columns))
-    count = 0
-    for row in rows:
-        writer.writerow(csv_row(row, kv_columns, secret))
         count += 1
     return count
 
@@ -212,9 +63,20 @@ def write_csv(
     type=click.Choice([state.value for state in ItemState]),
     help="Only items in this state.",
 )
+@click.option(
+    "--csv-raw",
+    is_flag=True,
+    help="With --format csv: write every cell verbatim. By default a cell that starts with "
+    "=, +, -, @, tab or CR gets a leading ' so that a spreadsheet shows it as text instead of "
+    "running it as a formula.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --out: print the summary as JSON.")
-def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json: bool) -> None:
+def results(
+    batch_id: int, fmt: str, out: str | None, state: str | None, csv_raw: bool, as_json: bool
+) -> None:
     """Export the items of BATCH with their results (JSONL or CSV), streamed."""
+    if csv_raw and fmt != "csv":
+        raise click.UsageError("--csv-raw applies to --format csv only")
     settings = get_settings()
     secret = api_secret(settings)
     only = ItemState(state) if state else None
@@ -233,7 +95,7 @@ def results(batch_id: int, fmt: str, out: str | None, state: str | None, as_json
             # Without a schema, a first pass over the results finds the columns (lazily).
             kv_results = reports.iter_kv_results(batch_id, only)
             columns = kv_columns_of(batch.result_schema, kv_results)
-            return write_csv(rows, stream, columns, secret)
+            return write_csv(rows, stream, columns, secret, escape=not csv_raw)
 
         if out is None:
             _to_stdout(export)

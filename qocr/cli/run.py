@@ -10,8 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from qocr.cli.batch_options import batch_options, build_request
 from qocr.logs import configure_logging
+from qocr.migrations.database import open_database
 from qocr.models.states import TERMINAL_ITEM_STATES, ItemState
-from qocr.scheduler.submit import create_batch, open_store
+from qocr.models.store import Store
+from qocr.scheduler.submit import create_batch
 from qocr.settings import get_settings
 from qocr.worker.embedded import run_batch
 from qocr.worker.process import ItemProcessor
@@ -28,7 +30,7 @@ def run(concurrency: int, **params: Any) -> None:
     configure_logging("WARNING", secret)
     settings.require_api_key()
     request = build_request(settings, params)
-    store = open_store(settings)
+    store = Store(open_database(settings))
     runtime = memory_runtime(settings, store)
     batch_id, count = create_batch(store, request, settings)
     processor = ItemProcessor(runtime)

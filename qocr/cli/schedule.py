@@ -33,8 +33,8 @@ def beat(tick_seconds: float | None) -> None:
     The workers (`qocr worker`) run each tick: they read the same config file, create the
     due batches and export finished ones. A duplicated or missed tick is harmless.
     """
-    from qocr.scheduler.beat import register_schedule_tasks, run_beat
     from qocr.worker.app import create_app
+    from qocr.worker.beat import run_beat
 
     settings = get_settings()
     book = load_schedule_book(settings.config, settings)
@@ -44,9 +44,7 @@ def beat(tick_seconds: float | None) -> None:
     for schedule in book.schedules.values():
         click.echo(f"  {schedule.name}: {schedule.trigger.describe()}, next {_next(schedule, now)}")
     click.echo(f"  tick every {tick:g} s")
-    app = create_app(settings)
-    register_schedule_tasks(app)
-    run_beat(app, tick, settings.log_level)
+    run_beat(create_app(settings), tick, settings.log_level)
 
 
 @click.group()
@@ -62,7 +60,7 @@ def list_schedules(as_json: bool) -> None:
     book = load_schedule_book(settings.config, settings)
     store = _open_store(settings)
     try:
-        last = ScheduleRunStore(store).last_runs(list(book.schedules))
+        last = ScheduleRunStore(store.engine).last_runs(list(book.schedules))
     finally:
         store.engine.dispose()
     now = utcnow()
@@ -85,10 +83,10 @@ def list_schedules(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run_schedule(name: str, wait: float, as_json: bool) -> None:
     """Run schedule NAME now (its slot is the current time), as the tick would."""
-    from qocr.scheduler.beat import make_runner
     from qocr.scheduler.runs import MANUAL
+    from qocr.scheduler.tick import make_runner
     from qocr.worker.app import create_app
-    from qocr.worker.service import make_dispatcher
+    from qocr.worker.publish import publish_now
 
     settings = get_settings()
     book = load_schedule_book(settings.config, settings)
@@ -97,7 +95,7 @@ def run_schedule(name: str, wait: float, as_json: bool) -> None:
     app = create_app(settings)
 
     def publish(_batch_id: int) -> None:
-        make_dispatcher(app, settings, store).top_up()
+        publish_now(app, settings, store)
 
     try:
         report = make_runner(store, settings, publish).run_slot(chosen, utcnow(), MANUAL, wait=wait)

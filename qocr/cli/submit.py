@@ -21,16 +21,16 @@ def submit(**params: Any) -> None:
     """
     import logging
 
-    from qocr.worker.app import get_app
-    from qocr.worker.service import make_dispatcher
+    from qocr.worker.app import create_app
+    from qocr.worker.publish import publish_now
 
     settings = get_settings()
     request = build_request(settings, params)
     store = open_store(settings)
     batch_id, count = create_batch(store, request, settings)
-    app = get_app()
     try:
-        make_dispatcher(app, settings, store).top_up()
+        # Under the fleet's lock: a running worker's dispatcher, if any, publishes instead.
+        publish_now(create_app(settings), settings, store)
     except Exception as exc:  # the batch is safe in SQL; a worker's dispatcher sends it later
         logging.getLogger(__name__).warning(
             "batch %s saved but not dispatched yet (%s)", batch_id, type(exc).__name__

@@ -19,9 +19,10 @@ from qocr.settings import get_settings
 @click.option("--no-dispatch", is_flag=True, help="Do not run the dispatcher in this worker.")
 def worker(concurrency: int, pool: str, no_dispatch: bool) -> None:
     """Process queued items from the broker until stopped (SIGTERM: finish, then exit)."""
-    from qocr.worker.app import get_app
+    from qocr.worker.app import create_app
     from qocr.worker.service import run_worker
 
     settings = get_settings()
     settings.require_api_key()
-    run_worker(get_app(), settings, concurrency=concurrency, pool=pool, dispatch=not no_dispatch)
+    app = create_app(settings)
+    run_worker(app, settings, concurrency=concurrency, pool=pool, dispatch=not no_dispatch)

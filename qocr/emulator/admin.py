@@ -1,8 +1,11 @@
 """The emulator's own endpoints (not Alibaba's): ``GET /_stats``, ``POST /_stats/reset``,
-``GET /_health``. See the README for the fields of ``/_stats``.
+``GET /_health``, and ``GET`` / ``POST /_faults`` (the fault rates, changed while it runs).
+See the README for the fields of ``/_stats`` and ``/_faults``.
 """
 
 from __future__ import annotations
+
+import json
 
 from aiohttp import web
 
@@ -23,3 +26,19 @@ async def reset_stats(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "recognizer": request.app[STATE].recognizer.name})
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].faults.settings())
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    """Change some fault settings: ``{"hang_rate": 1.0}``; the others keep their values."""
+    try:
+        changes = json.loads(await request.read())
+        if not isinstance(changes, dict):
+            raise ValueError("the body must be a JSON object of fault settings")
+        settings = request.app[STATE].faults.update(changes)
+    except ValueError as exc:  # json.JSONDecodeError is one
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(settings)

@@ -49,6 +49,15 @@ class Answer:
     ocr_result: dict[str, Any] | None = None
 
 
+# The answer to a call without an image: Qwen-OCR reads images, and says so.
+TEXT_ONLY_REPLY = "There is no image in the request, so there is no text to recognize."
+
+
+def text_only_answer() -> Answer:
+    """The answer to a text-only call (the reference allows one; there is nothing to read)."""
+    return Answer(TEXT_ONLY_REPLY)
+
+
 def input_prompt(task: str | None, prompt: str | None, schema: Mapping[str, Any] | None) -> str:
     """The text the model reads besides the image (what ``text_tokens`` counts)."""
     if task is not None:

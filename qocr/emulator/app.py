@@ -19,13 +19,20 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get("/_stats", admin.get_stats)
     app.router.add_post("/_stats/reset", admin.reset_stats)
     app.router.add_get("/_health", admin.health)
+    app.router.add_get("/_faults", admin.get_faults)
+    app.router.add_post("/_faults", admin.set_faults)
     app.on_startup.append(_start)
+    app.on_shutdown.append(_release_held)
     app.on_cleanup.append(_stop)
     return app
 
 
 async def _start(app: web.Application) -> None:
     await app[STATE].start()
+
+
+async def _release_held(app: web.Application) -> None:
+    app[STATE].release_held()
 
 
 async def _stop(app: web.Application) -> None:

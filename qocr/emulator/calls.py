@@ -18,17 +18,17 @@ from qocr.qwen.catalog import MODELS, ModelSpec
 ApiName = Literal["compatible", "native"]
 
 MAX_SCHEMA_DEPTH = 3
-NATIVE_SEED_MAX = 2**63 - 1
-COMPATIBLE_SEED_MAX = 2**31 - 1
+SEED_MAX = 2**31 - 1  # the seed: [0, 2^31 - 1] for both APIs
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An image part: its URL (http(s) or data URL) and its resize bounds, if given."""
+    """An image part: its URL (http(s) or data URL), its resize bounds and rotation flag."""
 
     url: str
     min_pixels: int | None = None
     max_pixels: int | None = None
+    enable_rotate: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class OcrCall:
 
     api: ApiName
     model: ModelSpec
-    images: tuple[ImageRef, ...]
+    images: tuple[ImageRef, ...]  # may be empty: a text-only call
     prompt: str | None  # the user's text; None when absent (the default prompt applies)
     task: str | None = None  # a built-in task (native API only)
     result_schema: Mapping[str, Any] | None = None
@@ -46,6 +46,8 @@ class OcrCall:
     include_usage: bool = False  # compatible: stream_options.include_usage
     incremental_output: bool = False  # native streaming: deltas instead of cumulative text
     stops: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def require_model(value: object) -> ModelSpec:
@@ -91,7 +93,7 @@ def optional_pixels(item: Mapping[str, Any], name: str, location: str) -> int | 
 
 
 def check_sampling(params: Mapping[str, Any], prefix: str) -> None:
-    """temperature, top_p, top_k, penalties, logprobs: types and documented ranges."""
+    """temperature, top_p, top_k, penalties, top_logprobs: types and documented ranges."""
     for name in ("temperature", "top_p", "repetition_penalty", "presence_penalty"):
         value = params.get(name)
         if value is not None and not is_number(value):
@@ -111,10 +113,33 @@ def check_sampling(params: Mapping[str, Any], prefix: str) -> None:
     presence = params.get("presence_penalty")
     if presence is not None and not -2.0 <= presence <= 2.0:
         raise errors.invalid_parameter("Presence_penalty should be in [-2.0, 2.0]")
-    optional_bool(params, "logprobs", f"{prefix}logprobs")
     top_logprobs = params.get("top_logprobs")
     if top_logprobs is not None and (not is_int(top_logprobs) or not 0 <= top_logprobs <= 5):
         raise errors.invalid_parameter("Range of top_logprobs should be [0, 5]")
+
+
+def logprobs_request(params: Mapping[str, Any], spec: ModelSpec, prefix: str) -> tuple[bool, int]:
+    """(logprobs, top_logprobs) asked for; models before qwen-vl-ocr-2025-04-13 have none."""
+    wanted = bool(optional_bool(params, "logprobs", f"{prefix}logprobs"))
+    if wanted and not spec.logprobs:
+        raise errors.invalid_parameter(f"The model {spec.name} does not support logprobs.")
+    top = params.get("top_logprobs")  # checked by check_sampling
+    return wanted, top if wanted and isinstance(top, int) else 0
+
+
+def check_pixel_bounds(images: list[ImageRef], spec: ModelSpec) -> None:
+    """``min_pixels`` at least the model's minimum, ``max_pixels`` at most its cap."""
+    for image in images:
+        if image.min_pixels is not None and image.min_pixels < spec.min_pixels:
+            raise errors.invalid_parameter(
+                f"The min_pixels of the model {spec.name} must be at least {spec.min_pixels}, "
+                f"got {image.min_pixels}."
+            )
+        if image.max_pixels is not None and image.max_pixels > spec.max_pixels_cap:
+            raise errors.invalid_parameter(
+                f"The max_pixels of the model {spec.name} must be at most "
+                f"{spec.max_pixels_cap}, got {image.max_pixels}."
+            )
 
 
 def max_tokens(params: Mapping[str, Any], spec: ModelSpec) -> int:
@@ -154,17 +179,15 @@ def check_seed(params: Mapping[str, Any], api: ApiName) -> None:
     if value is None:
         return
     if api == "native":
-        if not is_int(value) or not 0 <= value <= NATIVE_SEED_MAX:
-            raise errors.invalid_parameter(f"Range of seed should be [0, {NATIVE_SEED_MAX}]")
+        if not is_int(value) or not 0 <= value <= SEED_MAX:
+            raise errors.invalid_parameter(f"Range of seed should be [0, {SEED_MAX}]")
         return
     if not is_int(value):
         raise errors.invalid_value("'seed' must be Integer")
     if value < 0:
         raise errors.invalid_value(f"{value} is lesser than the minimum of 0 - 'seed'")
-    if value > COMPATIBLE_SEED_MAX:
-        raise errors.invalid_value(
-            f"{value} is greater than the maximum of {COMPATIBLE_SEED_MAX} - 'seed'"
-        )
+    if value > SEED_MAX:
+        raise errors.invalid_value(f"{value} is greater than the maximum of {SEED_MAX} - 'seed'")
 
 
 def schema_depth(schema: Mapping[str, Any]) -> int:
@@ -203,8 +226,8 @@ def require_messages(value: object, location: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def require_images(images: list[ImageRef]) -> tuple[ImageRef, ...]:
-    # Emulator choice: Qwen-OCR reads images, so a call without one is refused.
-    if not images:
-        raise errors.invalid_parameter("The input messages do not contain an image to recognize.")
+def require_input(images: list[ImageRef], texts: list[str]) -> tuple[ImageRef, ...]:
+    """The images of a call that has something to read: images, or (text-only) some text."""
+    if not images and not any(texts):
+        raise errors.invalid_parameter("The input messages do not contain any text or image.")
     return tuple(images)

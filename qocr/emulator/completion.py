@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qocr.emulator.answers import Answer
+from qocr.emulator.logprobs import token_logprobs
 from qocr.emulator.textunits import count_tokens, cut_at_stop, truncate
 
 FinishReason = Literal["stop", "length"]
@@ -42,6 +43,8 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     ocr_result: dict[str, Any] | None = None
+    # One entry per output token when logprobs were asked for (qocr.emulator.logprobs).
+    logprobs: list[dict[str, Any]] | None = None
 
 
 def finish(
@@ -70,6 +73,8 @@ def build_completion(
     prompt: str,
     max_tokens: int,
     stops: tuple[str, ...],
+    logprobs: bool = False,
+    top_logprobs: int = 0,
 ) -> Completion:
     text, reason, ocr_result = finish(answer, max_tokens=max_tokens, stops=stops)
     usage = Usage(
@@ -86,4 +91,5 @@ def build_completion(
         finish_reason=reason,
         usage=usage,
         ocr_result=ocr_result,
+        logprobs=token_logprobs(text, top_logprobs) if logprobs else None,
     )

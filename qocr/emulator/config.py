@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
+
+from qocr.emulator.faults import check_interval, check_latency, check_rates
 
 RecognizerName = Literal["auto", "rapidocr", "hash"]
 RECOGNIZERS: tuple[RecognizerName, ...] = ("auto", "rapidocr", "hash")
@@ -16,7 +17,12 @@ class EmulatorConfig:
 
     ``rpm`` / ``tpm`` are enforced per second (RPM/60 requests, TPM/60 tokens in any one-second
     window); None means unlimited. ``latency_ms`` is a (low, high) range in milliseconds, drawn
-    uniformly per request. ``error_rate`` and ``drop_rate`` are probabilities in [0, 1].
+    uniformly per request. ``error_rate`` and ``drop_rate`` are probabilities in [0, 1], as
+    are the faults a hostile provider shows: ``hang_rate`` (the request is read and never
+    answered), ``trickle_rate`` (a 200 whose body comes one byte, or whose stream one
+    keep-alive comment, every ``trickle_interval_s``) and ``long_fields_rate`` (a 500 with a
+    300-character code and request id and a 5 MB message). All rates add up to at most 1;
+    ``POST /_faults`` changes them while the emulator runs.
     ``api_key``: when set, requests must carry ``Authorization: Bearer <api_key>``.
     ``seed``: fault, latency and request-id draws become reproducible for a given request order.
     ``recognizer``: ``auto`` reads the text with RapidOCR when it is installed, else ``hash``
@@ -30,6 +36,10 @@ class EmulatorConfig:
     latency_ms: tuple[float, float] = (0.0, 0.0)
     error_rate: float = 0.0
     drop_rate: float = 0.0
+    hang_rate: float = 0.0
+    trickle_rate: float = 0.0
+    long_fields_rate: float = 0.0
+    trickle_interval_s: float = 1.0
     api_key: str | None = None
     seed: int | None = None
     recognizer: RecognizerName = "auto"
@@ -45,20 +55,22 @@ class EmulatorConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        low, high = self.latency_ms
-        if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high < low:
-            raise ValueError(
-                f"latency_ms must be (low, high) with 0 <= low <= high, got {low, high}"
-            )
-        for name in ("error_rate", "drop_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.error_rate + self.drop_rate > 1.0:
-            raise ValueError("error_rate + drop_rate must not exceed 1")
+        check_latency(self.latency_ms)
+        check_rates(self.fault_rates())
+        check_interval(self.trickle_interval_s)
         if self.recognizer not in RECOGNIZERS:
             raise ValueError(f"recognizer must be one of {', '.join(RECOGNIZERS)}")
         if self.fetch_timeout_s <= 0:
             raise ValueError("fetch_timeout_s must be positive")
         if self.stream_chunk_tokens < 1:
             raise ValueError("stream_chunk_tokens must be at least 1")
+
+    def fault_rates(self) -> dict[str, float]:
+        """The probability of each injected fault, by setting name."""
+        return {
+            "drop_rate": self.drop_rate,
+            "error_rate": self.error_rate,
+            "hang_rate": self.hang_rate,
+            "trickle_rate": self.trickle_rate,
+            "long_fields_rate": self.long_fields_rate,
+        }

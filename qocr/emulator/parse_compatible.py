@@ -2,8 +2,10 @@
 
 Content parts: ``{"type": "text", "text"}`` and ``{"type": "image_url", "image_url":
 {"url"}, "min_pixels", "max_pixels"}`` (the seed puts the pixel bounds beside ``image_url``;
-inside it is accepted too). There are no built-in tasks in this API: the prompt carries the
-task. ``top_k`` and other DashScope extras arrive at the top level (``extra_body``).
+inside it is accepted too; ``enable_rotate`` is read the same way, as qocr's client sends
+it). There are no built-in tasks in this API: the prompt carries the task. ``top_k`` and
+other DashScope extras arrive at the top level (``extra_body``). A call with text parts
+only is accepted.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from qocr.emulator import errors
 from qocr.emulator.calls import (
     ImageRef,
     OcrCall,
+    check_pixel_bounds,
     check_sampling,
     check_seed,
+    logprobs_request,
     max_tokens,
     optional_bool,
     optional_pixels,
-    require_images,
+    require_input,
     require_messages,
     require_model,
     stop_sequences,
@@ -38,8 +42,10 @@ def parse_compatible(body: object) -> OcrCall:
     texts: list[str] = []
     for index, message in enumerate(messages):
         _read_content(message["content"], f"messages.{index}.content", images, texts)
+    check_pixel_bounds(images, spec)
     check_sampling(body, "")
     check_seed(body, "compatible")
+    logprobs, top_logprobs = logprobs_request(body, spec, "")
     stream = optional_bool(body, "stream", "stream") or False
     include_usage = False
     options = body.get("stream_options")
@@ -52,12 +58,14 @@ def parse_compatible(body: object) -> OcrCall:
     return OcrCall(
         api="compatible",
         model=spec,
-        images=require_images(images),
+        images=require_input(images, texts),
         prompt="\n".join(texts) if texts else None,
         max_tokens=max_tokens(body, spec),
         stream=stream,
         include_usage=stream and include_usage,
         stops=stop_sequences(body),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
     )
 
 
@@ -101,4 +109,5 @@ def _image_part(part: Mapping[str, Any], where: str) -> ImageRef:
         url=url,
         min_pixels=optional_pixels(bounds, "min_pixels", f"{where}.min_pixels"),
         max_pixels=optional_pixels(bounds, "max_pixels", f"{where}.max_pixels"),
+        enable_rotate=bool(optional_bool(bounds, "enable_rotate", f"{where}.enable_rotate")),
     )

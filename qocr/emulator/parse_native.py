@@ -2,6 +2,7 @@
 
 Content items: ``{"image": url, "min_pixels", "max_pixels", "enable_rotate"}`` and
 ``{"text": "..."}`` (the seed's streaming example also sends ``"type": "text"``, accepted).
+A content that is a plain string is a text-only call, which the reference allows.
 Built-in tasks come in ``parameters.ocr_options``; with a task, the user's text is ignored
 and the task's own prompt applies. Streaming is the ``X-DashScope-SSE: enable`` header.
 """
@@ -16,12 +17,14 @@ from qocr.emulator.calls import (
     MAX_SCHEMA_DEPTH,
     ImageRef,
     OcrCall,
+    check_pixel_bounds,
     check_sampling,
     check_seed,
+    logprobs_request,
     max_tokens,
     optional_bool,
     optional_pixels,
-    require_images,
+    require_input,
     require_messages,
     require_model,
     schema_depth,
@@ -57,14 +60,16 @@ def parse_native(body: object, *, sse: bool) -> OcrCall:
     texts: list[str] = []
     for index, message in enumerate(messages):
         _read_content(message["content"], f"input.messages.{index}.content", images, texts)
+    check_pixel_bounds(images, spec)
     check_sampling(params, "parameters.")
     check_seed(params, "native")
+    logprobs, top_logprobs = logprobs_request(params, spec, "parameters.")
     task, schema = _ocr_options(params.get("ocr_options"), spec)
     incremental = optional_bool(params, "incremental_output", "parameters.incremental_output")
     return OcrCall(
         api="native",
         model=spec,
-        images=require_images(images),
+        images=require_input(images, texts),
         prompt="\n".join(texts) if texts and task is None else None,
         task=task,
         result_schema=schema,
@@ -72,6 +77,8 @@ def parse_native(body: object, *, sse: bool) -> OcrCall:
         stream=sse,
         incremental_output=bool(incremental),
         stops=stop_sequences(params),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
     )
 
 
@@ -102,11 +109,12 @@ def _image_item(item: Mapping[str, Any], where: str) -> ImageRef:
     url = item["image"]
     if not isinstance(url, str) or not url:
         raise type_error("string", f"{where}.image")
-    optional_bool(item, "enable_rotate", f"{where}.enable_rotate")
+    rotate = optional_bool(item, "enable_rotate", f"{where}.enable_rotate")
     return ImageRef(
         url=url,
         min_pixels=optional_pixels(item, "min_pixels", f"{where}.min_pixels"),
         max_pixels=optional_pixels(item, "max_pixels", f"{where}.max_pixels"),
+        enable_rotate=bool(rotate),
     )
 
 

@@ -1,7 +1,10 @@
 """The API-agnostic middle of a call: images in, :class:`Completion` out.
 
 Steps, each a named function: load and check the images, price them (documented resize rule
-of :mod:`qocr.qwen.tokens`), read their text, render the answer, cut and bill it.
+of :mod:`qocr.qwen.tokens`), read their text (turned upright first where ``enable_rotate``
+asks for it), render the answer, cut and bill it. A text-only call (no image) reads nothing
+and gets a fixed reply (:data:`~qocr.emulator.answers.TEXT_ONLY_REPLY`) or, with a built-in
+task, the task's empty answer.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from qocr.emulator.answers import answer, input_prompt
+from qocr.emulator.answers import Answer, answer, input_prompt, text_only_answer
 from qocr.emulator.calls import OcrCall
 from qocr.emulator.completion import Completion, build_completion
 from qocr.emulator.images import ImageLoader, LoadedImage
@@ -41,11 +44,15 @@ def input_tokens(call: OcrCall, images: list[LoadedImage]) -> int:
     return price_images(call, images) + count_tokens(prompt_of(call))
 
 
-async def read_text(recognizer: Recognizer, images: list[LoadedImage]) -> list[TextLine]:
+async def read_text(
+    recognizer: Recognizer, call: OcrCall, images: list[LoadedImage]
+) -> list[TextLine]:
     lines: list[TextLine] = []
-    for image in images:
+    for ref, image in zip(call.images, images, strict=True):
         try:
-            lines += await recognizer.recognize(image.data, image.width, image.height)
+            lines += await recognizer.recognize(
+                image.data, image.width, image.height, rotate=ref.enable_rotate
+            )
         except Exception:
             # An engine that cannot decode this format (HEIC without a codec): answer like
             # the hash recognizer rather than fail a request the service would accept.
@@ -65,7 +72,7 @@ def complete(
     completion_id: str,
 ) -> Completion:
     return build_completion(
-        answer(lines, task=call.task, prompt=call.prompt, schema=call.result_schema),
+        render(call, lines),
         request_id=request_id,
         completion_id=completion_id,
         created=int(time.time()),
@@ -74,4 +81,13 @@ def complete(
         prompt=prompt_of(call),
         max_tokens=call.max_tokens,
         stops=call.stops,
+        logprobs=call.logprobs,
+        top_logprobs=call.top_logprobs,
     )
+
+
+def render(call: OcrCall, lines: list[TextLine]) -> Answer:
+    """What the model says about ``lines``, in the form the task or the prompt asks for."""
+    if not call.images and call.task is None:
+        return text_only_answer()
+    return answer(lines, task=call.task, prompt=call.prompt, schema=call.result_schema)

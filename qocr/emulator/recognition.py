@@ -2,8 +2,13 @@
 
 Both recognizers return :class:`TextLine` values in reading order (top to bottom, then left
 to right), each with its quadrilateral clockwise from the top-left corner, in pixels of the
-original image. Results are cached by the image's sha256: the emulator answers the same image
-the same way, as a deterministic service should.
+image read. Results are cached by the image's sha256 (and ``rotate``): the emulator answers
+the same image the same way, as a deterministic service should.
+
+``rotate`` (the request's ``enable_rotate``): RapidOCR first finds the quarter turn that makes
+the page upright (:mod:`qocr.emulator.orientation`) and reads the turned page, boxes in its
+pixels; without it a page on its side is read as it lies, lines out of order. The ``hash``
+recognizer reads no pixels and ignores it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import io
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from PIL import Image
+
 from qocr.emulator.config import RecognizerName
+from qocr.emulator.orientation import turn, upright_angle
 
 Point = tuple[float, float]
 Quad = tuple[Point, Point, Point, Point]
@@ -50,7 +59,9 @@ class Recognizer(Protocol):
 
     name: str
 
-    async def recognize(self, data: bytes, width: int, height: int) -> list[TextLine]: ...
+    async def recognize(
+        self, data: bytes, width: int, height: int, *, rotate: bool = False
+    ) -> list[TextLine]: ...
 
     async def close(self) -> None: ...
 
@@ -101,7 +112,9 @@ class HashRecognizer:
 
     name = "hash"
 
-    async def recognize(self, data: bytes, width: int, height: int) -> list[TextLine]:
+    async def recognize(
+        self, data: bytes, width: int, height: int, *, rotate: bool = False
+    ) -> list[TextLine]:
         return hash_lines(data, width, height)
 
     async def close(self) -> None:
@@ -148,22 +161,36 @@ class RapidOcrRecognizer:
         self._engine: Any = None
         self._cache = _Cache()
 
-    async def recognize(self, data: bytes, width: int, height: int) -> list[TextLine]:
-        key = hashlib.sha256(data).hexdigest()
+    async def recognize(
+        self, data: bytes, width: int, height: int, *, rotate: bool = False
+    ) -> list[TextLine]:
+        key = hashlib.sha256(data).hexdigest() + (":upright" if rotate else "")
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         loop = asyncio.get_running_loop()
-        lines = await loop.run_in_executor(self._executor, self._run, data)
+        run = self._run_upright if rotate else self._run
+        lines = await loop.run_in_executor(self._executor, run, data)
         self._cache.put(key, lines)
         return lines
 
+    def _run_upright(self, data: bytes) -> list[TextLine]:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+        angle = upright_angle(image, lambda page: self._read(page, use_cls=False))
+        if angle == 0:
+            return self._run(data)  # exactly what the page reads without enable_rotate
+        return self._read(turn(image, angle), use_cls=True)
+
     def _run(self, data: bytes) -> list[TextLine]:
+        return self._read(data, use_cls=True)
+
+    def _read(self, image: bytes | Image.Image, *, use_cls: bool) -> list[TextLine]:
         if self._engine is None:
             from rapidocr_onnxruntime import RapidOCR
 
             self._engine = RapidOCR()
-        result, _elapsed = self._engine(data)
+        result, _elapsed = self._engine(image, use_cls=use_cls)
         lines = []
         for box, text, score in result or []:
             quad: Quad = tuple((float(x), float(y)) for x, y in box)  # type: ignore[assignment]

@@ -5,7 +5,10 @@ window → recognition and answer → JSON body or SSE stream. Each API plugs in
 :class:`ApiAdapter` (:mod:`~qocr.emulator.handler_compatible`,
 :mod:`~qocr.emulator.handler_native`). Injected faults: a dropped request closes the socket
 without a response (or, streamed, halfway through the events); an injected error is a 500/503
-body (or, streamed, an error event after the first half of the events).
+body (or, streamed, an error event after the first half of the events); an over-long error
+(``long_fields``) is the same with a 300-character code and request id and a 5 MB message; a
+hung request is never answered; a trickled one gets its 200 and then its body one byte (or
+its stream one keep-alive comment) per interval (:mod:`~qocr.emulator.hostile`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from qocr.emulator import errors
+from qocr.emulator import errors, hostile
 from qocr.emulator.calls import ApiName, OcrCall
 from qocr.emulator.completion import Completion
 from qocr.emulator.errors import ApiError
@@ -76,16 +79,29 @@ async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse
     request_id = state.ids.request_id()
     try:
         admitted = await admit(request, state, adapter)
-        if admitted.plan.fault == "drop" and not admitted.call.stream:
+        fault = admitted.plan.fault
+        if fault == "hang":
+            return await hostile.hang(request, state)
+        if fault == "drop" and not admitted.call.stream:
             return drop(request, state)
-        if admitted.plan.fault == "error" and not admitted.call.stream:
+        if fault == "error" and not admitted.call.stream:
             raise injected_error(admitted.plan)
+        if fault == "long_fields" and not admitted.call.stream:
+            error, request_id = hostile.over_long_error(request_id)
+            raise error
         computed = await compute(state, admitted.call, request_id)
     except ApiError as error:
         state.stats.error(error.status, adapter.error_code(error))
         return adapter.error_response(error, request_id, sse=adapter.sse_errors(request))
     if admitted.call.stream:
         return await stream(request, state, adapter, admitted, computed, request_id)
+    if fault == "trickle":
+        body = _dumps(adapter.response_body(computed.completion)).encode()
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "X-Request-Id": request_id}
+        )
+        pieces = [body[i : i + 1] for i in range(len(body))]
+        return await trickled(request, state, admitted, computed, response, pieces)
     record_success(state, admitted, computed)
     return web.json_response(
         adapter.response_body(computed.completion),
@@ -134,7 +150,7 @@ async def compute(state: EmulatorState, call: OcrCall, request_id: str) -> Compu
     if reservation is None:
         raise errors.token_rate_exceeded()
     try:
-        lines = await read_text(state.recognizer, images)
+        lines = await read_text(state.recognizer, call, images)
         completion = complete(
             call, images, lines, request_id=request_id, completion_id=state.ids.completion_id()
         )
@@ -194,6 +210,10 @@ async def stream(
             "X-Request-Id": request_id,
         }
     )
+    if fault == "trickle":
+        return await trickled(
+            request, state, admitted, computed, response, events[:1], keep_alive=True
+        )
     try:
         await response.prepare(request)
         for event in events[:stop_at]:
@@ -202,15 +222,44 @@ async def stream(
             state.limits.release_tokens(admitted.call.model.name, computed.reservation)
             abort(request, state)
             return response
-        if fault == "error":
-            error = injected_error(admitted.plan)
-            await response.write(adapter.stream_error(error, request_id, stop_at + 1))
+        if fault in ("error", "long_fields"):
+            error, error_id = (
+                (injected_error(admitted.plan), request_id)
+                if fault == "error"
+                else hostile.over_long_error(request_id)
+            )
+            await response.write(adapter.stream_error(error, error_id, stop_at + 1))
             await response.write_eof()
             state.limits.release_tokens(admitted.call.model.name, computed.reservation)
             state.stats.error(error.status, adapter.error_code(error))
             return response
         await response.write_eof()
     except ConnectionError:
+        state.limits.release_tokens(admitted.call.model.name, computed.reservation)
+        state.stats.error(*CLIENT_CLOSED)
+        return response
+    record_success(state, admitted, computed)
+    return response
+
+
+async def trickled(
+    request: web.Request,
+    state: EmulatorState,
+    admitted: Admitted,
+    computed: Computed,
+    response: web.StreamResponse,
+    pieces: list[bytes],
+    *,
+    keep_alive: bool = False,
+) -> web.StreamResponse:
+    """A 200 whose ``pieces`` come one per trickle interval (then keep-alives, a stream)."""
+    try:
+        done = await hostile.trickle(request, state, response, pieces, then_keep_alive=keep_alive)
+        if done:
+            await response.write_eof()
+    except ConnectionError:
+        done = False
+    if not done:
         state.limits.release_tokens(admitted.call.model.name, computed.reservation)
         state.stats.error(*CLIENT_CLOSED)
         return response

@@ -3,7 +3,8 @@
 Non-streamed: a ``chat.completion``. Streamed: ``data: {chat.completion.chunk}`` events — a
 first chunk with ``role: "assistant"`` and empty content, content chunks, a last chunk with
 empty content and the ``finish_reason`` (null until then), a usage chunk with ``choices: []``
-when ``stream_options.include_usage``, and ``data: [DONE]``. Errors:
+when ``stream_options.include_usage``, and ``data: [DONE]``. ``logprobs`` is null unless
+asked for; then ``{"content": [...]}`` (each chunk carries its own tokens'). Errors:
 ``{"error": {"message", "type", "param", "code"}, "request_id"}``.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from qocr.emulator.completion import Completion, Usage
 from qocr.emulator.errors import ApiError
+from qocr.emulator.logprobs import logprobs_body
 from qocr.emulator.textunits import chunk_tokens
 
 DONE = b"data: [DONE]\n\n"
@@ -51,7 +53,7 @@ def completion_body(completion: Completion) -> dict[str, Any]:
             {
                 "finish_reason": completion.finish_reason,
                 "index": 0,
-                "logprobs": None,
+                "logprobs": logprobs_body(completion.logprobs),
                 "message": {
                     "content": completion.text,
                     "refusal": None,
@@ -78,6 +80,7 @@ def chunk_body(
     *,
     role: str | None = None,
     finish_reason: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": completion.completion_id,
@@ -92,7 +95,7 @@ def chunk_body(
                 },
                 "finish_reason": finish_reason,
                 "index": 0,
-                "logprobs": None,
+                "logprobs": logprobs_body(logprobs),
             }
         ],
         "created": completion.created,
@@ -120,10 +123,13 @@ def stream_events(
 ) -> list[bytes]:
     """Every SSE event of a streamed answer, in order, ``[DONE]`` included."""
     events = [sse(chunk_body(completion, "", role="assistant"))]
-    events += [
-        sse(chunk_body(completion, piece))
-        for piece in chunk_tokens(completion.text, chunk_tokens_n)
-    ]
+    for index, piece in enumerate(chunk_tokens(completion.text, chunk_tokens_n)):
+        tokens = (
+            None
+            if completion.logprobs is None
+            else completion.logprobs[index * chunk_tokens_n : (index + 1) * chunk_tokens_n]
+        )
+        events.append(sse(chunk_body(completion, piece, logprobs=tokens)))
     events.append(sse(chunk_body(completion, "", finish_reason=completion.finish_reason)))
     if include_usage:
         events.append(sse(usage_chunk_body(completion)))

@@ -1,8 +1,11 @@
 """DashScope (native) bodies and SSE events, as in the seed's sample and our digest.
 
-Non-streamed: ``{"output": {"choices": [{"finish_reason", "message": {"role", "content":
-[{"ocr_result"?, "text"}]}}]}, "usage": {...}, "request_id"}``. Streamed (``X-DashScope-SSE:
-enable``), one block per event, no space after the colons::
+Non-streamed: ``{"output": {"text": null, "finish_reason": null, "choices":
+[{"finish_reason", "message": {"role", "content": [{"ocr_result"?, "text"}]}, "logprobs"?}]},
+"usage": {..., "characters": 0, ...}, "request_id"}`` (``output.text``,
+``output.finish_reason`` and ``usage.characters`` as the seed shows them: always null, null
+and 0; ``logprobs`` only when asked for). Streamed (``X-DashScope-SSE: enable``), the same
+body per event, one block per event, no space after the colons::
 
     id:1
     event:result
@@ -21,6 +24,7 @@ from typing import Any
 
 from qocr.emulator.completion import Completion, Usage
 from qocr.emulator.errors import ApiError
+from qocr.emulator.logprobs import logprobs_body
 from qocr.emulator.textunits import chunk_tokens, count_tokens
 
 SSE_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
@@ -34,6 +38,7 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
+        "characters": 0,  # "currently always 0" (the seed)
         "image_tokens": usage.image_tokens,
         "input_tokens_details": {
             "image_tokens": usage.image_tokens,
@@ -58,16 +63,18 @@ def _body(
     finish_reason: str,
     usage: Usage,
     ocr_result: dict[str, Any] | None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    choice: dict[str, Any] = {
+        "finish_reason": finish_reason,
+        "message": {"role": "assistant", "content": _content(text, ocr_result)},
+    }
+    if logprobs is not None:
+        choice["logprobs"] = logprobs_body(logprobs)
     return {
-        "output": {
-            "choices": [
-                {
-                    "finish_reason": finish_reason,
-                    "message": {"role": "assistant", "content": _content(text, ocr_result)},
-                }
-            ]
-        },
+        # "text" is "currently always null"; the top-level finish_reason is null too, the
+        # choice's is the real one (the seed's sample).
+        "output": {"text": None, "finish_reason": None, "choices": [choice]},
         "usage": usage_body(usage),
         "request_id": completion.request_id,
     }
@@ -80,6 +87,7 @@ def response_body(completion: Completion) -> dict[str, Any]:
         completion.finish_reason,
         completion.usage,
         completion.ocr_result,
+        completion.logprobs,
     )
 
 
@@ -100,12 +108,18 @@ def stream_events(completion: Completion, *, chunk_tokens_n: int, incremental: b
             text_tokens=completion.usage.text_tokens,
             output_tokens=count_tokens(sent),
         )
+        tokens = (
+            None
+            if completion.logprobs is None
+            else completion.logprobs[(index - 1) * chunk_tokens_n : index * chunk_tokens_n]
+        )
         body = _body(
             completion,
             piece if incremental else sent,
             completion.finish_reason if last else "null",
             usage,
             completion.ocr_result if last else None,
+            tokens,
         )
         events.append(event(index, body))
     return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -25,6 +26,8 @@ class EmulatorState:
     ids: IdFactory
     recognizer: Recognizer
     stats: Stats = field(default_factory=Stats)
+    # Set when the emulator stops: requests held by a hang or a trickle end at once.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _loader: ImageLoader | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -38,6 +41,10 @@ class EmulatorState:
                 drop_rate=config.drop_rate,
                 latency_ms=config.latency_ms,
                 seed=config.seed,
+                hang_rate=config.hang_rate,
+                trickle_rate=config.trickle_rate,
+                long_fields_rate=config.long_fields_rate,
+                trickle_interval_s=config.trickle_interval_s,
             ),
             ids=IdFactory(config.seed),
             recognizer=make_recognizer(config.recognizer),
@@ -53,6 +60,10 @@ class EmulatorState:
         # The fetch session needs the running loop, so it is made at startup.
         self._session = aiohttp.ClientSession()
         self._loader = ImageLoader(self._session, self.config.fetch_timeout_s)
+
+    def release_held(self) -> None:
+        """Let requests held by a hang or a trickle go (the server is shutting down)."""
+        self.stopping.set()
 
     async def stop(self) -> None:
         if self._session is not None:

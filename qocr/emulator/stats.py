@@ -26,6 +26,8 @@ class Stats:
         self.requests = 0
         self.successes = 0
         self.drops = 0
+        self.hangs = 0
+        self.trickles = 0
         self.by_status: Counter[int] = Counter()
         self.by_error_code: Counter[str] = Counter()
         self.by_api: Counter[str] = Counter()
@@ -45,6 +47,12 @@ class Stats:
 
     def drop(self) -> None:
         self.drops += 1
+
+    def hang(self) -> None:
+        self.hangs += 1
+
+    def trickle(self) -> None:
+        self.trickles += 1
 
     def success(
         self,
@@ -72,6 +80,8 @@ class Stats:
             "requests": self.requests,
             "successes": self.successes,
             "drops": self.drops,
+            "hangs": self.hangs,
+            "trickles": self.trickles,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "by_error_code": dict(sorted(self.by_error_code.items())),
             "by_api": dict(sorted(self.by_api.items())),

@@ -58,6 +58,20 @@ class EmulatorHandle:
         """Clear the counters and the rate windows (``POST /_stats/reset``)."""
         self._call(self._reset())
 
+    def set_faults(self, **changes: Any) -> dict[str, Any]:
+        """Change fault settings while it runs (``POST /_faults``): ``set_faults(hang_rate=1)``.
+
+        A bad value raises ValueError and changes nothing; returns the settings now in force.
+        """
+        return self._call(self._update_faults(changes))
+
+    def faults(self) -> dict[str, Any]:
+        """The fault settings in force (``GET /_faults``)."""
+        return self._call(self._update_faults({}))
+
+    async def _update_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._server.state.faults.update(changes)
+
     async def _snapshot(self) -> dict[str, Any]:
         snapshot = self._server.state.stats.snapshot()
         snapshot["recognizer"] = self._server.state.recognizer.name

@@ -1,16 +1,15 @@
-"""The Qwen-OCR client: a sans-IO core, sync and async httpx transports, errors, retries.
+"""The Qwen-OCR client: a sans-IO core, an httpx transport, errors, retries.
 
 Modules, one job each: ``images`` (sniff and check), ``catalog`` (models, regions, prices),
 ``tokens`` (estimates), ``tasks`` (built-in tasks), ``options`` (request options),
 ``request`` (build), ``parse`` / ``sse`` / ``stream`` (read answers), ``classify`` and
-``errors`` (failures), ``retry`` (policy), ``core`` / ``client`` / ``aclient`` (transports).
+``errors`` (failures), ``retry`` (policy), ``core`` / ``client`` (transport).
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qocr.qwen.aclient import AsyncQwenOCRClient
     from qocr.qwen.catalog import MODELS, ModelSpec, model_spec, price
     from qocr.qwen.client import QwenOCRClient
     from qocr.qwen.core import Timeouts
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "APIConnectionError": "qocr.qwen.errors",
     "APITimeoutError": "qocr.qwen.errors",
-    "AsyncQwenOCRClient": "qocr.qwen.aclient",
     "AuthenticationError": "qocr.qwen.errors",
     "ImageError": "qocr.qwen.errors",
     "ImageInfo": "qocr.qwen.images",
@@ -96,7 +94,6 @@ __all__ = [
     "TASKS",
     "APIConnectionError",
     "APITimeoutError",
-    "AsyncQwenOCRClient",
     "AuthenticationError",
     "ImageError",
     "ImageInfo",

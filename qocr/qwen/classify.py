@@ -142,8 +142,10 @@ def error_from_response(
     data, text = _decode(body)
     code, message, body_request_id = error_fields(data)
     if message is None:
-        message = text.strip()[:_MAX_MESSAGE_CHARS] or f"HTTP {status}"
+        # Redacted before it is cut: a cut through the key would leave part of it behind.
+        message = redact(text.strip(), secret)[:_MAX_MESSAGE_CHARS] or f"HTTP {status}"
     cls = error_class(status, code, message)
+    # QwenError caps the message, the code and the request id (qocr.qwen.caps).
     return cls(
         redact(message, secret),
         code=redact(code, secret) if code else None,

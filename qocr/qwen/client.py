@@ -2,6 +2,9 @@
 
 One client holds one connection pool; create it once per process and reuse it.
 Retries are not done here: wrap calls with :func:`qocr.qwen.retry.retry_policy`.
+Every call, plain or streamed, is read through the same bounded loop: a total deadline
+(``deadline_seconds``, enforced per chunk, and by :mod:`qocr.qwen.watchdog` on a blocked
+read) and a size cap (``max_response_bytes``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any, cast
 import httpx
 
 from qocr import __version__
+from qocr.qwen.budget import DEFAULT_DEADLINE_SECONDS, CallBudget
+from qocr.qwen.caps import MAX_RESPONSE_BYTES
 from qocr.qwen.catalog import Api, Region
 from qocr.qwen.core import DEFAULT_TIMEOUTS, ClientCore, Timeouts
 from qocr.qwen.errors import QwenError
@@ -20,6 +25,7 @@ from qocr.qwen.images import ImageSource
 from qocr.qwen.options import RecognizeOptions, Stop
 from qocr.qwen.result import OCRResult
 from qocr.qwen.tasks import Task
+from qocr.qwen.watchdog import Alarm, arm
 
 OnChunk = Callable[[str], object]
 
@@ -35,10 +41,20 @@ class QwenOCRClient:
         base_url: str | None = None,
         api: Api = "compatible",
         timeout: float | Timeouts = DEFAULT_TIMEOUTS,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_connections: int = 20,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._core = ClientCore(api_key, region=region, base_url=base_url, api=api, timeout=timeout)
+        self._core = ClientCore(
+            api_key,
+            region=region,
+            base_url=base_url,
+            api=api,
+            timeout=timeout,
+            deadline_seconds=deadline_seconds,
+            max_response_bytes=max_response_bytes,
+        )
         self._http = httpx.Client(
             transport=transport,
             timeout=self._core.timeouts.httpx(stream=False),
@@ -124,44 +140,56 @@ class QwenOCRClient:
     def recognize_with(
         self, image: ImageSource, options: RecognizeOptions, on_chunk: OnChunk | None = None
     ) -> OCRResult:
-        """Recognize one image with stored options; ``on_chunk`` gets each streamed delta."""
+        """Recognize one image with stored options; ``on_chunk`` gets each streamed delta.
+
+        The whole call, plain or streamed, ends within ``deadline_seconds`` (a retryable
+        :class:`APITimeoutError`, code ``deadline_exceeded``); an answer over
+        ``max_response_bytes`` raises :class:`ResponseTooLargeError` instead of being kept.
+        """
         request = self._core.prepare(image, options)
+        budget = self._core.budget()
+        alarm: Alarm | None = None
         try:
-            if request.stream:
-                return self._stream(request.url, request.headers, request.json, options, on_chunk)
-            response = self._http.post(
-                request.url,
-                headers=request.headers,
-                json=request.json,
-                timeout=self._core.timeouts.httpx(stream=False),
-            )
-            return self._core.result(
-                options, response.status_code, response.headers, response.content
-            )
-        except httpx.HTTPError as exc:
-            raise self._core.transport_error(exc, stream=request.stream) from exc
-        except QwenError as exc:
+            timeout = budget.timeout(self._core.timeouts.httpx(stream=request.stream))
+            with self._http.stream(
+                "POST", request.url, headers=request.headers, json=request.json, timeout=timeout
+            ) as response:
+                alarm = arm(response.extensions.get("network_stream"), budget.deadline_at)
+                try:
+                    return self._answer(response, options, budget, on_chunk)
+                finally:
+                    if alarm is not None:
+                        alarm.cancel()  # before the connection goes back to the pool
+        except (httpx.HTTPError, QwenError) as exc:
+            cut = alarm is not None and alarm.fired
+            if cut or (isinstance(exc, httpx.HTTPError) and budget.expired()):
+                raise self._core.scrub(budget.deadline_error()) from exc
+            if isinstance(exc, httpx.HTTPError):
+                raise self._core.transport_error(exc, stream=request.stream) from exc
             self._core.scrub(exc)
             raise
 
-    def _stream(
+    def _answer(
         self,
-        url: str,
-        headers: dict[str, str],
-        body: dict[str, Any],
+        response: httpx.Response,
         options: RecognizeOptions,
+        budget: CallBudget,
         on_chunk: OnChunk | None,
     ) -> OCRResult:
-        timeout = self._core.timeouts.httpx(stream=True)
-        with self._http.stream("POST", url, headers=headers, json=body, timeout=timeout) as resp:
-            if not self._core.is_stream(resp.status_code, resp.headers):
-                result = self._core.result(options, resp.status_code, resp.headers, resp.read())
-                if on_chunk is not None and result.text:
-                    on_chunk(result.text)
-                return result
-            decoder = self._core.decoder(options, resp.headers)
-            for chunk in resp.iter_bytes():
+        budget.expect(response.headers)
+        if options.stream and self._core.is_stream(response.status_code, response.headers):
+            decoder = self._core.decoder(options, response.headers)
+            for chunk in response.iter_bytes():
+                budget.take(len(chunk))
                 for delta in decoder.feed(chunk):
                     if on_chunk is not None:
                         on_chunk(delta)
             return decoder.close()
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            budget.take(len(chunk))
+            body += chunk
+        result = self._core.result(options, response.status_code, response.headers, bytes(body))
+        if options.stream and on_chunk is not None and result.text:
+            on_chunk(result.text)  # a stream request answered in one piece
+        return result

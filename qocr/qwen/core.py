@@ -2,17 +2,22 @@
 
 A transport does only I/O: it sends :meth:`ClientCore.prepare`'s request, then hands the
 status, headers and bytes back to :meth:`ClientCore.result` (or a :class:`StreamDecoder`),
-and maps its own exceptions with :meth:`ClientCore.transport_error`.
+and maps its own exceptions with :meth:`ClientCore.transport_error`. Each call also gets a
+:class:`~qocr.qwen.budget.CallBudget` (:meth:`ClientCore.budget`): a total deadline and a
+size cap, checked on every chunk read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import httpx
 
+from qocr.qwen.budget import DEFAULT_DEADLINE_SECONDS, CallBudget, check_limits
+from qocr.qwen.caps import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, MAX_RESPONSE_BYTES, cap_chars
 from qocr.qwen.catalog import APIS, BASE_URLS, REGIONS, Api, Region, root_url
 from qocr.qwen.classify import error_from_response, redact
 from qocr.qwen.errors import (
@@ -32,11 +37,12 @@ from qocr.qwen.stream import StreamDecoder
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed for each phase; none of them is a total deadline.
+    """Seconds allowed for each phase; the total deadline of a call is separate.
 
     ``read`` bounds the wait for a non-streamed answer (the server itself gives up at 300 s);
     ``stream_idle`` bounds the silence between two chunks of a stream, so a long answer that
-    keeps flowing is never cut, while a stalled one fails fast.
+    keeps flowing is not cut for being long, while a stalled one fails fast. The client's
+    ``deadline_seconds`` bounds the whole call, however the answer trickles.
     """
 
     connect: float = 10.0
@@ -45,14 +51,20 @@ class Timeouts:
     write: float = 30.0
     pool: float = 10.0
 
+    def __post_init__(self) -> None:
+        for phase in fields(self):
+            seconds = getattr(self, phase.name)
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise OptionsError(f"timeout {phase.name} must be finite and positive")
+
     @classmethod
     def of(cls, timeout: float | Timeouts) -> Timeouts:
         """A single number means: that many seconds for every phase (connect at most 10)."""
         if isinstance(timeout, Timeouts):
             return timeout
         seconds = float(timeout)
-        if seconds <= 0:
-            raise OptionsError("timeout must be positive")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise OptionsError("timeout must be finite and positive")
         return cls(min(10.0, seconds), seconds, seconds, seconds, seconds)
 
     def httpx(self, stream: bool) -> httpx.Timeout:
@@ -91,6 +103,8 @@ class ClientCore:
         base_url: str | None = None,
         api: Api = "compatible",
         timeout: float | Timeouts = DEFAULT_TIMEOUTS,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if api not in APIS:
             raise OptionsError(f"api must be one of {', '.join(APIS)}, not {api!r}")
@@ -103,6 +117,9 @@ class ClientCore:
         self.region: Region = region
         self.base_url = root_url(base_url) if base_url else BASE_URLS[region]
         self.timeouts = Timeouts.of(timeout)
+        check_limits(deadline_seconds, max_response_bytes)
+        self.deadline_seconds = float(deadline_seconds)
+        self.max_response_bytes = max_response_bytes
 
     def __repr__(self) -> str:
         return f"ClientCore(api={self.api!r}, base_url={self.base_url!r})"
@@ -111,6 +128,10 @@ class ClientCore:
         """Check the image and build the request; raises ImageError before any I/O."""
         prepared = prepare_image(image)
         return build_request(self.api, self.base_url, self._api_key, prepared.url, options)
+
+    def budget(self) -> CallBudget:
+        """The deadline and size cap of a call starting now."""
+        return CallBudget(self.deadline_seconds, self.max_response_bytes)
 
     def is_stream(self, status: int, headers: Mapping[str, str]) -> bool:
         """Whether a response to a stream request is really a stream (errors come as JSON)."""
@@ -124,6 +145,8 @@ class ClientCore:
             model=options.model,
             request_id=header_request_id(headers),
             secret=self._api_key,
+            # native_body always asks for incremental_output: every event is a delta.
+            incremental=True,
         )
 
     def result(
@@ -153,8 +176,8 @@ class ClientCore:
 
     def scrub(self, error: QwenError) -> QwenError:
         """Last line of defence: no API key in any message we raise."""
-        error.message = redact(error.message, self._api_key)
-        error.code = redact(error.code, self._api_key)
+        error.message = cap_chars(redact(error.message, self._api_key), MAX_MESSAGE_CHARS)
+        error.code = cap_chars(redact(error.code, self._api_key), MAX_FIELD_CHARS)
         error.args = (error.message,)
         return error
 

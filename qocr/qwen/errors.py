@@ -13,12 +13,15 @@
         ├── APITimeoutError          no answer in time: retryable
         ├── APIConnectionError       refused, dropped, or a stream cut short: retryable
         ├── ProtocolError            an answer we cannot parse: retryable
+        │   └── ResponseTooLargeError    an answer over the size cap: not retried
         ├── ImageError               local, before any call: the image breaks a limit
         └── OptionsError             local, before any call: invalid request options
 
 ``code`` is the provider's code verbatim for server errors, and one of ours (``image_too_large``,
 ``task_unsupported``, ``timeout``...) for local ones. The API key never reaches any message:
-the client redacts it from provider text before raising.
+the client redacts it from provider text before raising. Whatever the provider sends, a
+message holds at most 2,048 characters and a code or request id 200 (:mod:`qocr.qwen.caps`),
+cut with a marker, so an over-long answer never reaches storage or a terminal whole.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from qocr.errors import QocrError
+from qocr.qwen.caps import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, cap_chars
 
 
 class QwenError(QocrError):
@@ -44,9 +48,11 @@ class QwenError(QocrError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(
+            cap_chars(message, MAX_MESSAGE_CHARS), code=cap_chars(code, MAX_FIELD_CHARS)
+        )
         self.status = status
-        self.request_id = request_id
+        self.request_id = cap_chars(request_id, MAX_FIELD_CHARS)
         # Seconds the server asked us to wait (Retry-After / retry-after-ms), when it said so.
         self.retry_after = retry_after
 
@@ -153,6 +159,16 @@ class ProtocolError(QwenError):
 
     code = "protocol_error"
     retryable = True
+
+
+class ResponseTooLargeError(ProtocolError):
+    """The answer is larger than the client reads (:data:`qocr.qwen.caps.MAX_RESPONSE_BYTES`).
+
+    Not retried: no documented answer comes near the cap, and every retry is a paid call.
+    """
+
+    code = "response_too_large"
+    retryable = False
 
 
 class ImageError(QwenError):

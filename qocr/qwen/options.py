@@ -1,7 +1,11 @@
 """RecognizeOptions: every request option in one frozen, validated, JSON-safe value object.
 
 The pipeline stores ``to_dict()`` on a batch and rebuilds the object with ``from_dict()``;
-``fingerprint()`` keys a result cache (image hash + fingerprint). Ranges are the seed's.
+``fingerprint()`` keys a result cache (image hash + fingerprint). Ranges are the seed's,
+per model where the seed gives them per model: ``min_pixels`` at least the model's minimum,
+``max_pixels`` at most its cap, ``max_tokens`` at most its documented maximum (4,096 for
+``qwen-vl-ocr`` and its dated snapshots) unless ``granted_max_tokens`` says the account
+was granted more (Alibaba raises it to at most 8,192 on request).
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-from qocr.qwen.catalog import MAX_OUTPUT_TOKENS, model_spec
+from qocr.qwen.catalog import MAX_OUTPUT_TOKENS, ModelSpec, model_spec
 from qocr.qwen.errors import OptionsError
 from qocr.qwen.tasks import Task, check_task_supported
 
 _SCHEMA_MAX_DEPTH = 3
 _FINGERPRINT_VERSION = 1
-# Options that cannot change the answer: how it travels, not what it says.
-_NOT_IN_FINGERPRINT = frozenset({"stream"})
+# Options that cannot change the answer: how it travels, or what the account may ask for.
+_NOT_IN_FINGERPRINT = frozenset({"stream", "granted_max_tokens"})
 
 Stop = str | tuple[str, ...] | tuple[int, ...]
 
@@ -45,6 +49,8 @@ class RecognizeOptions:
     stop: Stop | None = field(default=None)
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    # Not sent: the max_tokens ceiling this account was granted (None: the documented one).
+    granted_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, list):
@@ -131,7 +137,15 @@ def _validate(o: RecognizeOptions) -> None:
     for name in ("enable_rotate", "logprobs"):
         _check_type(name, getattr(o, name), bool)
     _check_type("stream", o.stream, bool)
-    for name in ("min_pixels", "max_pixels", "max_tokens", "top_k", "seed", "top_logprobs"):
+    for name in (
+        "min_pixels",
+        "max_pixels",
+        "max_tokens",
+        "top_k",
+        "seed",
+        "top_logprobs",
+        "granted_max_tokens",
+    ):
         _check_type(name, getattr(o, name), int)
     for name in ("temperature", "top_p", "repetition_penalty", "presence_penalty"):
         _check_type(name, getattr(o, name), (int, float))
@@ -146,8 +160,10 @@ def _validate(o: RecognizeOptions) -> None:
             raise OptionsError("result_schema needs task='key_information_extraction'")
         if _depth(o.result_schema) > _SCHEMA_MAX_DEPTH:
             raise OptionsError(f"result_schema nests deeper than {_SCHEMA_MAX_DEPTH} levels")
-    _validate_pixels(o, spec.max_pixels_cap if spec.known else None)
+    _validate_pixels(o, spec)
+    _check_range("granted_max_tokens", o.granted_max_tokens, 1, MAX_OUTPUT_TOKENS, "[]")
     _check_range("max_tokens", o.max_tokens, 1, MAX_OUTPUT_TOKENS, "[]")
+    _check_max_tokens_ceiling(o, spec)
     if o.temperature is not None and o.top_p is not None:
         raise OptionsError("set temperature or top_p, not both (the API takes only one)")
     _check_range("temperature", o.temperature, 0, 2, "[)")
@@ -162,13 +178,39 @@ def _validate(o: RecognizeOptions) -> None:
     _validate_stop(o.stop)
 
 
-def _validate_pixels(o: RecognizeOptions, cap: int | None) -> None:
+def max_tokens_ceiling(model: str, granted_max_tokens: int | None = None) -> int:
+    """The largest ``max_tokens`` ``model`` accepts: documented, or granted to the account."""
+    documented = model_spec(model).default_max_tokens
+    return min(max(documented, granted_max_tokens or 0), MAX_OUTPUT_TOKENS)
+
+
+def _check_max_tokens_ceiling(o: RecognizeOptions, spec: ModelSpec) -> None:
+    ceiling = max_tokens_ceiling(o.model, o.granted_max_tokens)
+    if o.max_tokens is None or o.max_tokens <= ceiling:
+        return
+    raise OptionsError(
+        f"max_tokens={o.max_tokens} is over {o.model}'s maximum of {ceiling} "
+        f"(the service answers 400); if Alibaba granted your account more, set "
+        f"granted_max_tokens (QOCR_GRANTED_MAX_TOKENS), at most {MAX_OUTPUT_TOKENS}",
+        code="max_tokens_over_limit",
+    )
+
+
+def _validate_pixels(o: RecognizeOptions, spec: ModelSpec) -> None:
     for name in ("min_pixels", "max_pixels"):
         value = getattr(o, name)
         if value is not None and value <= 0:
             raise OptionsError(f"{name} must be positive")
-    if o.max_pixels is not None and cap is not None and o.max_pixels > cap:
-        raise OptionsError(f"max_pixels={o.max_pixels} is over {o.model}'s cap of {cap}")
+    # Unknown models: the server decides (see model_spec).
+    if o.max_pixels is not None and spec.known and o.max_pixels > spec.max_pixels_cap:
+        raise OptionsError(
+            f"max_pixels={o.max_pixels} is over {o.model}'s cap of {spec.max_pixels_cap}"
+        )
+    if o.min_pixels is not None and spec.known and o.min_pixels < spec.min_pixels:
+        raise OptionsError(
+            f"min_pixels={o.min_pixels} is under {o.model}'s minimum of {spec.min_pixels} "
+            f"({spec.min_pixels // spec.pixel_unit**2}×{spec.pixel_unit}×{spec.pixel_unit})"
+        )
     if o.min_pixels is not None and o.max_pixels is not None and o.min_pixels > o.max_pixels:
         raise OptionsError("min_pixels is larger than max_pixels")
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from qocr.qwen.caps import MAX_FIELD_CHARS, cap_chars
 from qocr.qwen.catalog import Api
 from qocr.qwen.errors import ProtocolError
 from qocr.qwen.result import OCRResult, Usage, WordInfo
@@ -29,6 +30,13 @@ def finish_reason(value: Any) -> str | None:
     if value is None or value == "null" or value == "":
         return None
     return str(value)
+
+
+def provider_string(value: Any) -> str | None:
+    """A string the provider chose (request id, model, finish reason), capped for storage."""
+    if value is None or value == "":
+        return None
+    return cap_chars(str(value), MAX_FIELD_CHARS)
 
 
 def _int(value: Any) -> int | None:
@@ -119,10 +127,10 @@ def build_result(
         words_info = _words(parsed)
     return OCRResult(
         text=text,
-        finish_reason=finish,
+        finish_reason=provider_string(finish),
         usage=usage,
-        request_id=request_id,
-        model=model,
+        request_id=provider_string(request_id),
+        model=provider_string(model),
         kv_result=kv_result,
         words_info=words_info,
         parsed=parsed,

@@ -28,7 +28,7 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-        self._buffer = ""
+        self._pieces: list[str] = []
         self._pending_cr = False
         self._bom_checked = False
         self._reset()
@@ -49,10 +49,15 @@ class SSEParser:
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across chunks
         self._pending_cr = text.endswith("\r")
-        self._buffer += text
+        if "\n" not in text and "\r" not in text:
+            # A line arriving in pieces: keep the pieces, join once the line ends (a long line
+            # in small chunks would otherwise be copied over and over).
+            self._pieces.append(text)
+            return []
+        buffer = "".join(self._pieces) + text
         events: list[SSEEvent] = []
-        lines = self._buffer.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self._buffer = lines.pop()  # the unterminated tail waits for more bytes
+        lines = buffer.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._pieces = [lines.pop()]  # the unterminated tail waits for more bytes
         for line in lines:
             event = self._line(line)
             if event is not None:
@@ -65,7 +70,7 @@ class SSEParser:
         A partial last line is dropped: the connection was cut in the middle of it.
         """
         self._decoder.decode(b"", final=True)
-        if self._buffer or not self._has_fields:
+        if any(self._pieces) or not self._has_fields:
             self._reset()
             return []
         event = self._dispatch()

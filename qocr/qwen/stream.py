@@ -6,9 +6,10 @@ for ``include_usage``), then ``data: [DONE]``. An ``{"error": ...}`` chunk is an
 
 Native streams: one ``event:result`` per step with ``output.choices[0].message.content``;
 ``finish_reason`` is "null" until the last; ``event:error`` carries an error body. We ask
-for ``incremental_output`` (deltas) but also handle servers that send the whole text so far
-in every event: on the second non-empty event, if its text extends the text we hold, the
-stream is cumulative and we keep only the new suffix from then on.
+for ``incremental_output``, so every event's text is a delta and is appended as it is, even
+when it happens to begin with the text we hold ("No", then "No. 12"): guessing from the
+text would drop words. A decoder made with ``incremental=False`` reads a cumulative stream
+(every event holds the whole text so far) instead.
 
 A stream that stops before its final event (no ``[DONE]``/usage, no finish_reason) raises
 :class:`APIConnectionError` from :meth:`StreamDecoder.close`: retryable, the answer is lost.
@@ -40,8 +41,10 @@ class StreamDecoder:
         model: str | None = None,
         request_id: str | None = None,
         secret: str | None = None,
+        incremental: bool = True,
     ) -> None:
         self.api = api
+        self._incremental = incremental
         self._task = task
         self._model = model
         self._request_id = request_id
@@ -49,7 +52,6 @@ class StreamDecoder:
         self._parser = SSEParser()
         self._parts: list[str] = []
         self._text_len = 0
-        self._cumulative: bool | None = None  # native only; None until the 2nd non-empty event
         self._finish: str | None = None
         self._usage: Usage | None = None
         self._ocr_result: Mapping[str, Any] | None = None
@@ -155,15 +157,9 @@ class StreamDecoder:
         return self._native_delta(text)
 
     def _native_delta(self, text: str) -> str:
-        if not text:
-            return ""
+        if self._incremental or not text:
+            return text
         held = self.text
-        if not held:
-            return text
-        if self._cumulative is None:
-            self._cumulative = len(text) > len(held) and text.startswith(held)
-        if not self._cumulative:
-            return text
         if text.startswith(held):
             return text[len(held) :]
         raise ProtocolError("cumulative stream changed text it had already sent")

@@ -32,12 +32,13 @@ pytestmark = pytest.mark.timeout(240)
 def test_beat_makes_one_batch_per_new_file_set_and_workers_complete_it(
     fresh_pg_database: str, redis_url: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:
-    from qocr.scheduler.beat import TICK_TASK
-    from qocr.worker.app import app as worker_app
+    from qocr.settings import load_settings
+    from qocr.worker.app import create_app
+    from qocr.worker.queues import TICK_TASK
 
-    assert TICK_TASK in worker_app.tasks, (
+    assert TICK_TASK in create_app(load_settings()).tasks, (
         "the worker does not know the tick: worker/app.py must call "
-        "register_schedule_tasks(app) (from scheduler.beat) in create_app"
+        "register_tick_task(app, state) (from worker.beat) in create_app"
     )
     upgrade = subprocess.run(
         [*QOCR, "db", "upgrade"],

@@ -12,6 +12,7 @@ import pytest
 
 from qocr.models import ItemState
 from tests.acceptance.conftest import MakeDeployment
+from tests.support.binaries import redis_server_binary
 from tests.support.images import write_pngs
 from tests.support.processes import wait_until
 
@@ -39,7 +40,7 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                "redis-server",
+                redis_server_binary(),
                 "--port",
                 str(self.port),
                 "--bind",

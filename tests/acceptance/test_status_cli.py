@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from qocr.cli.results import BASE_COLUMNS, flatten, header_of, kv_columns_of
+from qocr.cli.csv_export import BASE_COLUMNS, flatten, header_of, kv_columns_of
 from qocr.models import ItemState
 from qocr.models.db import make_engine
 from qocr.models.reports import Reports

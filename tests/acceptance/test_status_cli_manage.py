@@ -22,9 +22,10 @@ from qocr.emulator.testing import EmulatorHandle, running_emulator
 from qocr.models import Item, ItemState
 from qocr.models.base import utcnow
 from qocr.models.db import make_engine
+from qocr.models.records import AttemptRecord
 from qocr.models.reports import Reports
 from qocr.models.states import AttemptOutcome, BatchState
-from qocr.models.store import AttemptRecord, Store
+from qocr.models.store import Store
 from qocr.settings import load_settings
 from qocr.worker.embedded import run_batch as process_batch
 from qocr.worker.process import ItemProcessor
@@ -253,7 +254,8 @@ def test_status_on_a_database_without_the_schema(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("QOCR_DATABASE_URL", fresh_pg_database)
-    for args in (["status"], ["status", "1", "--json"], ["results", "1"], ["show", "1"]):
+    commands = (["status"], ["status", "1", "--json"], ["results", "1"], ["show", "1"])
+    for args in (*commands, ["retry", "1"], ["cancel", "1", "--json"]):
         result = invoke(*args)
         assert result.exit_code == 2
         assert "no qocr schema: run `qocr db upgrade` first" in result.output

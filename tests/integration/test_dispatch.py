@@ -1,4 +1,5 @@
-"""The dispatcher on real SQL and Redis: a bounded window, failed publishes, a lost broker."""
+"""The dispatcher on real SQL and Redis: a bounded window, failed publishes, a lost broker,
+and one publisher at a time under the fleet's lock."""
 
 from __future__ import annotations
 
@@ -11,10 +12,23 @@ from sqlalchemy import Engine
 
 from qocr.models import BatchState
 from qocr.models.base import utcnow
-from qocr.models.store import BatchSpec, SourceRow, Store
-from qocr.scheduler.dispatch import EPOCH_KEY, LOCK_KEY, Dispatcher, DispatchService
+from qocr.models.records import AttemptRecord, BatchSpec, ResultRecord, SourceRow
+from qocr.models.states import AttemptOutcome
+from qocr.models.store import Store
+from qocr.scheduler.dispatch import EPOCH_KEY, Dispatcher, DispatchService, Publish, top_up_once
+from qocr.scheduler.fleet_lock import LOCK_KEY, FleetLock
 
 SPEC = BatchSpec(name="d", api="compatible", model="m", options={"model": "m"})
+LOST_AFTER = timedelta(minutes=15)
+
+
+def dispatcher_of(
+    store: Store,
+    publish: Publish,
+    window: int = 10,
+    redis_client: redis.Redis[bytes] | None = None,
+) -> Dispatcher:
+    return Dispatcher(store, publish, window, lost_after=LOST_AFTER, redis_client=redis_client)
 
 
 class Recorder:
@@ -37,7 +51,7 @@ def _store_with(engine: Engine, n: int) -> tuple[Store, int]:
 def test_window_bounds_what_is_in_the_broker(engine: Engine) -> None:
     store, _ = _store_with(engine, 25)
     publish = Recorder()
-    dispatcher = Dispatcher(store, publish, window=10)
+    dispatcher = dispatcher_of(store, publish)
     assert dispatcher.top_up() == 10
     assert dispatcher.top_up() == 0  # full: nothing more until items finish
     # Three items finish; the window refills by exactly three.
@@ -51,12 +65,12 @@ def test_window_bounds_what_is_in_the_broker(engine: Engine) -> None:
 
 def test_a_failed_publish_dispatches_nothing(engine: Engine) -> None:
     store, _ = _store_with(engine, 5)
-    dispatcher = Dispatcher(store, Recorder(fail=True), window=10)
+    dispatcher = dispatcher_of(store, Recorder(fail=True))
     with pytest.raises(ConnectionError):
         dispatcher.top_up()
     assert store.in_flight_count() == 0
     good = Recorder()
-    assert Dispatcher(store, good, window=10).top_up() == 5
+    assert dispatcher_of(store, good).top_up() == 5
 
 
 def test_a_broker_that_lost_its_data_gets_the_messages_again(
@@ -65,7 +79,7 @@ def test_a_broker_that_lost_its_data_gets_the_messages_again(
     store, _ = _store_with(engine, 4)
     client = redis.Redis.from_url(redis_url)
     publish = Recorder()
-    dispatcher = Dispatcher(store, publish, window=10, redis_client=client)
+    dispatcher = dispatcher_of(store, publish, redis_client=client)
     dispatcher.tick()
     assert len(publish.published) == 4
     dispatcher.tick()
@@ -79,7 +93,7 @@ def test_a_broker_that_lost_its_data_gets_the_messages_again(
 
 def test_tick_closes_finished_and_cancelled_batches(engine: Engine) -> None:
     store, batch_id = _store_with(engine, 2)
-    dispatcher = Dispatcher(store, Recorder(), window=10)
+    dispatcher = dispatcher_of(store, Recorder())
     dispatcher.tick()
     store.cancel_batch(batch_id)
     other, _ = store.create_batch(
@@ -89,7 +103,7 @@ def test_tick_closes_finished_and_cancelled_batches(engine: Engine) -> None:
     [item_id] = store.pick_for_dispatch(1, batch_id=other)
     item = store.claim(item_id, "t", utcnow() + timedelta(seconds=30))
     assert item is not None
-    store.succeed(item, _attempt(), {"text": "x"})
+    store.succeed(item, _attempt(), ResultRecord(text="x"))
     assert dispatcher.tick().completed_batches == 1
     assert store.get_batch(other).state == BatchState.COMPLETED  # type: ignore[union-attr]
     assert store.get_batch(batch_id).state == BatchState.CANCELLED  # type: ignore[union-attr]
@@ -99,8 +113,8 @@ def test_one_dispatcher_holds_the_lock(engine: Engine, redis_url: str) -> None:
     store, _ = _store_with(engine, 1)
     first_client = redis.Redis.from_url(redis_url)
     second_client = redis.Redis.from_url(redis_url)
-    first = DispatchService(Dispatcher(store, Recorder(), 10), first_client)
-    second = DispatchService(Dispatcher(store, Recorder(), 10), second_client)
+    first = DispatchService(dispatcher_of(store, Recorder()), FleetLock(first_client))
+    second = DispatchService(dispatcher_of(store, Recorder()), FleetLock(second_client))
     assert first.holds_lock()
     assert not second.holds_lock()
     assert first.holds_lock()  # renewed by its owner
@@ -110,10 +124,7 @@ def test_one_dispatcher_holds_the_lock(engine: Engine, redis_url: str) -> None:
     second_client.close()
 
 
-def _attempt():  # type: ignore[no-untyped-def]
-    from qocr.models.states import AttemptOutcome
-    from qocr.models.store import AttemptRecord
-
+def _attempt() -> AttemptRecord:
     now = utcnow()
     return AttemptRecord(started_at=now, ended_at=now, outcome=AttemptOutcome.SUCCEEDED)
 
@@ -129,11 +140,11 @@ class QueueRecorder:
 def test_items_of_a_dead_worker_skip_the_line(engine: Engine) -> None:
     store, _ = _store_with(engine, 6)
     publish = QueueRecorder()
-    dispatcher = Dispatcher(store, publish, window=10)
+    dispatcher = dispatcher_of(store, publish)
     dispatcher.top_up()
     first = publish.by_queue[False][0]
     assert store.claim(first, "dead", utcnow() - timedelta(seconds=1)) is not None
-    store.reap(utcnow(), lost_after=timedelta(minutes=15))
+    store.reap(utcnow(), lost_after=LOST_AFTER)
     dispatcher.top_up()
     # Its item comes back on the retry queue, not behind the five still waiting.
     assert publish.by_queue[True] == [first]
@@ -146,10 +157,50 @@ def test_submit_sets_the_epoch_so_workers_do_not_dispatch_twice(
     store, _ = _store_with(engine, 3)
     client = redis.Redis.from_url(redis_url)
     submitted = Recorder()
-    Dispatcher(store, submitted, window=10, redis_client=client).top_up()  # `qocr submit`
+    dispatcher_of(store, submitted, redis_client=client).top_up()  # `qocr submit`
     worker = Recorder()
-    report = Dispatcher(store, worker, window=10, redis_client=client).tick()
+    report = dispatcher_of(store, worker, redis_client=client).tick()
     assert report.broker_reset == 0
     assert worker.published == []
     assert len(submitted.published) == 3
+    client.close()
+
+
+def test_a_one_shot_top_up_waits_for_the_running_dispatcher(engine: Engine, redis_url: str) -> None:
+    store, _ = _store_with(engine, 3)
+    client = redis.Redis.from_url(redis_url)
+    running = DispatchService(dispatcher_of(store, Recorder()), FleetLock(client))
+    assert running.holds_lock()
+    # `qocr submit` or a scheduled run while a worker's dispatcher holds the lock: nothing
+    # is published twice over the window; the running dispatcher sends the items.
+    submitted = Recorder()
+    assert top_up_once(dispatcher_of(store, submitted), FleetLock(client)) is None
+    assert submitted.published == []
+    assert store.in_flight_count() == 0
+    assert running.holds_lock()  # still its lock
+    client.close()
+
+
+def test_a_one_shot_top_up_takes_a_free_lock_and_gives_it_back(
+    engine: Engine, redis_url: str
+) -> None:
+    store, _ = _store_with(engine, 3)
+    client = redis.Redis.from_url(redis_url)
+    submitted = Recorder()
+    assert top_up_once(dispatcher_of(store, submitted, redis_client=client), FleetLock(client)) == 3
+    assert len(submitted.published) == 3
+    assert client.get(LOCK_KEY) is None  # given back: a worker's dispatcher takes it at once
+    assert DispatchService(dispatcher_of(store, Recorder()), FleetLock(client)).holds_lock()
+    client.close()
+
+
+def test_a_lock_is_released_only_by_its_holder(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    holder, other = FleetLock(client), FleetLock(client)
+    assert holder.acquire()
+    other.release()  # not its lock: nothing happens
+    assert client.get(LOCK_KEY) == holder.identity.encode()
+    assert not other.acquire()
+    holder.release()
+    assert other.acquire()
     client.close()

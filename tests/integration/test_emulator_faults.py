@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from qocr.emulator.testing import running_emulator, text_png
+from qocr.qwen import APITimeoutError, QwenError, QwenOCRClient, ServerError
 from qocr.qwen.images import to_data_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -181,3 +183,129 @@ def test_token_rate_limit_per_second() -> None:
     assert compat[2].json()["error"]["type"] == "insufficient_quota"
     assert stats["successes"] == 4
     assert stats["by_error_code"] == {"Throttling.AllocationQuota": 3, "insufficient_quota": 3}
+
+
+# --- a hostile provider: hangs, trickles, over-long fields, switched while it runs ------------
+
+
+def _client_call(base_url: str, api: str, *, stream: bool = False) -> tuple[Exception, float]:
+    started = time.monotonic()
+    with QwenOCRClient("sk-test", api=api, base_url=base_url, deadline_seconds=1.0) as qwen:  # type: ignore[arg-type]
+        try:
+            qwen.recognize(IMAGE, model="qwen-vl-ocr-latest", stream=stream)
+        except QwenError as exc:
+            return exc, time.monotonic() - started
+    pytest.fail("the call should have failed")
+
+
+@pytest.mark.parametrize("api", ["compatible", "dashscope"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hanging_provider_holds_the_call_until_the_client_gives_up(
+    api: str, stream: bool
+) -> None:
+    with running_emulator(recognizer="hash", hang_rate=1.0) as emulator:
+        error, elapsed = _client_call(emulator.base_url, api, stream=stream)
+        assert isinstance(error, APITimeoutError) and error.code == "deadline_exceeded"
+        assert elapsed < 1.6
+        stats = emulator.stats()
+    assert stats["hangs"] == 1 and stats["successes"] == 0
+
+
+@pytest.mark.parametrize("api", ["compatible", "dashscope"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_trickling_provider_sends_a_200_that_never_ends_in_time(api: str, stream: bool) -> None:
+    with running_emulator(recognizer="hash", trickle_rate=1.0, trickle_interval_s=0.2) as emu:
+        error, elapsed = _client_call(emu.base_url, api, stream=stream)
+        assert isinstance(error, APITimeoutError) and error.code == "deadline_exceeded"
+        assert elapsed < 1.6
+        with (
+            httpx.Client(base_url=emu.base_url, timeout=10) as client,
+            client.stream("POST", COMPATIBLE, json=compatible_body(stream=stream)) as response,
+        ):
+            assert response.status_code == 200
+            started = time.monotonic()
+            received = b""
+            for chunk in response.iter_raw():
+                received += chunk
+                if time.monotonic() - started > 1.0:
+                    break
+        if stream:
+            assert received.count(b"data: {") == 1 and b": keep-alive\n\n" in received
+        else:
+            assert 2 <= len(received) <= 8  # one byte per 0.2 s
+        time.sleep(0.3)  # the emulator notices the client left
+        stats = emu.stats()
+    assert stats["trickles"] == 2 and stats["successes"] == 0
+    assert stats["by_status"] == {"499": 2} and stats["tokens"]["total"] == 0
+
+
+def test_a_trickled_answer_that_is_waited_for_completes() -> None:
+    with (
+        running_emulator(recognizer="hash", trickle_rate=1.0, trickle_interval_s=0.001) as emu,
+        httpx.Client(base_url=emu.base_url, timeout=30) as client,
+    ):
+        body = client.post(COMPATIBLE, json=compatible_body()).json()
+        assert body["choices"][0]["message"]["content"]
+        assert emu.stats()["successes"] == 1
+
+
+@pytest.mark.parametrize("api", ["compatible", "dashscope"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_over_long_fields_reach_the_client_cut(api: str, stream: bool) -> None:
+    with running_emulator(recognizer="hash", long_fields_rate=1.0) as emulator:
+        path, body = (
+            (COMPATIBLE, compatible_body()) if api == "compatible" else (NATIVE, native_body())
+        )
+        if not stream:
+            raw = httpx.post(emulator.base_url + path, json=body, timeout=30)
+            assert raw.status_code == 500
+            data = raw.json()
+            fields = (
+                (data["error"]["code"], data["request_id"], data["error"]["message"])
+                if api == "compatible"
+                else (data["code"], data["request_id"], data["message"])
+            )
+            assert [len(f) for f in fields] == [300, 300, 5 * 1024 * 1024]
+            assert len(raw.headers["X-Request-Id"]) == 300
+        error, _ = _client_call(emulator.base_url, api, stream=stream)
+    assert isinstance(error, ServerError) and error.retryable
+    assert len(error.code) == 200 and len(error.request_id or "") == 200
+    assert len(error.message) == 2048
+
+
+def test_faults_are_switched_while_the_emulator_runs() -> None:
+    with (
+        running_emulator(recognizer="hash") as emulator,
+        httpx.Client(base_url=emulator.base_url, timeout=10) as client,
+    ):
+        assert client.post(NATIVE, json=native_body()).status_code == 200
+        outage = client.post("/_faults", json={"error_rate": 1.0})
+        assert outage.status_code == 200 and outage.json()["error_rate"] == 1.0
+        assert client.post(NATIVE, json=native_body()).status_code in (500, 503)
+        assert client.get("/_faults").json()["error_rate"] == 1.0
+        refused = client.post("/_faults", json={"hang_rate": 0.5})  # 1.5 in all
+        assert refused.status_code == 400 and "must not exceed 1" in refused.json()["error"]
+        assert client.post("/_faults", content=b"[1]").status_code == 400
+        assert client.post("/_faults", json={"error_rate": 0}).json()["hang_rate"] == 0.0
+        assert client.post(NATIVE, json=native_body()).status_code == 200
+        assert emulator.set_faults(hang_rate=1.0)["hang_rate"] == 1.0
+        assert emulator.faults()["hang_rate"] == 1.0
+
+
+def test_a_held_request_does_not_delay_the_emulators_stop() -> None:
+    caught: list[BaseException] = []
+
+    def call(base_url: str) -> None:
+        try:
+            httpx.post(base_url + NATIVE, json=native_body(), timeout=30)
+        except httpx.HTTPError as exc:
+            caught.append(exc)
+
+    with running_emulator(recognizer="hash", hang_rate=1.0) as emulator:
+        thread = threading.Thread(target=call, args=(emulator.base_url,))
+        thread.start()
+        time.sleep(0.3)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 1.5
+    thread.join(5)
+    assert caught and isinstance(caught[0], httpx.RemoteProtocolError)

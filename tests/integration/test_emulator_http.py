@@ -399,3 +399,110 @@ def test_stats_and_reset(client: httpx.Client) -> None:
     assert client.post("/_stats/reset").json() == {"reset": True}
     assert client.get("/_stats").json()["requests"] == 0
     assert client.get("/_health").json()["status"] == "ok"
+
+
+# --- the reference, point by point (issue 16) -------------------------------------------------
+
+
+def test_native_raw_body_has_the_references_text_finish_reason_and_characters(
+    client: httpx.Client,
+) -> None:
+    body = client.post(NATIVE, json=native_body()).json()
+    assert body["output"]["text"] is None and body["output"]["finish_reason"] is None
+    assert body["output"]["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["characters"] == 0
+    raw = client.post(NATIVE, json=native_body(), headers={"X-DashScope-SSE": "enable"}).text
+    for _, event in _native_events(raw):
+        assert event["output"]["text"] is None and event["usage"]["characters"] == 0
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 - 1, 2**31, 2**63 - 1, -1])
+def test_seed_range_is_the_references_on_both_apis(client: httpx.Client, seed: int) -> None:
+    native = client.post(NATIVE, json=native_body(seed=seed))
+    compatible = client.post(COMPATIBLE, json=compatible_body(seed=seed))
+    expected = 200 if 0 <= seed <= 2**31 - 1 else 400
+    assert (native.status_code, compatible.status_code) == (expected, expected)
+    if expected == 400:
+        assert native.json()["message"] == "Range of seed should be [0, 2147483647]"
+
+
+@pytest.mark.parametrize("content", ["Say hello", [{"text": "Say hello"}]])
+def test_native_text_only_call_is_answered(client: httpx.Client, content: object) -> None:
+    body = {
+        "model": "qwen-vl-ocr-latest",
+        "input": {"messages": [{"role": "user", "content": content}]},
+    }
+    response = client.post(NATIVE, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    text = answer["output"]["choices"][0]["message"]["content"][0]["text"]
+    assert text == "There is no image in the request, so there is no text to recognize."
+    usage = answer["usage"]
+    assert usage["image_tokens"] == 0 and usage["input_tokens"] == count_tokens("Say hello")
+    streamed = client.post(NATIVE, json=body, headers={"X-DashScope-SSE": "enable"}).text
+    events = _native_events(streamed)
+    assert "".join(e["output"]["choices"][0]["message"]["content"][0]["text"] for _, e in events)
+    compatible = client.post(
+        COMPATIBLE,
+        json={"model": "qwen-vl-ocr-latest", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert compatible.status_code == 200
+    assert compatible.json()["choices"][0]["message"]["content"] == text
+
+
+def test_logprobs_are_returned_when_asked_and_refused_on_2024_10_28(client: httpx.Client) -> None:
+    native = client.post(NATIVE, json=native_body(logprobs=True, top_logprobs=2)).json()
+    choice = native["output"]["choices"][0]
+    text = choice["message"]["content"][0]["text"]
+    tokens = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == text
+    assert all(len(t["top_logprobs"]) == 2 for t in tokens)
+    compatible = client.post(COMPATIBLE, json=compatible_body(logprobs=True)).json()
+    assert compatible["choices"][0]["logprobs"]["content"]
+    plain = client.post(COMPATIBLE, json=compatible_body()).json()
+    assert plain["choices"][0]["logprobs"] is None
+    refused = client.post(
+        NATIVE, json=native_body(logprobs=True) | {"model": "qwen-vl-ocr-2024-10-28"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["message"] == (
+        "The model qwen-vl-ocr-2024-10-28 does not support logprobs."
+    )
+    allowed = client.post(
+        NATIVE, json=native_body(logprobs=False) | {"model": "qwen-vl-ocr-2024-10-28"}
+    )
+    assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"), [("qwen-vl-ocr-latest", 3072), ("qwen-vl-ocr", 3136)]
+)
+def test_min_pixels_under_the_models_minimum_is_refused(
+    client: httpx.Client, model: str, minimum: int
+) -> None:
+    for min_pixels, status in ((minimum - 1, 400), (minimum, 200)):
+        body = native_body() | {"model": model}
+        body["input"]["messages"][0]["content"][0]["min_pixels"] = min_pixels
+        response = client.post(NATIVE, json=body)
+        assert response.status_code == status, response.text
+    assert (
+        f"must be at least {minimum}"
+        in client.post(
+            COMPATIBLE,
+            json={
+                "model": model,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": PNG_URL},
+                                "min_pixels": minimum - 1,
+                            }
+                        ],
+                    }
+                ],
+            },
+        ).json()["error"]["message"]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -92,3 +93,47 @@ def test_placeholder_is_readable(emulator: EmulatorHandle) -> None:
     answer = httpx.post(emulator.base_url + NATIVE, json=body, timeout=60).json()
     text = answer["output"]["choices"][0]["message"]["content"][0]["text"]
     assert "biaozhun.jpg" in text and "PLACEHOLDER" in text
+
+
+SAMPLE_INVOICE = Path(__file__).resolve().parents[2] / "samples" / "invoice-1.png"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _read(emulator: EmulatorHandle, png: bytes, *, rotate: bool, api: str = "native") -> str:
+    url = to_data_url(png, "image/png")
+    if api == "native":
+        body = native("text_recognition")
+        body["input"]["messages"][0]["content"][0] |= {"image": url, "enable_rotate": rotate}
+        answer = httpx.post(emulator.base_url + NATIVE, json=body, timeout=120).json()
+        text = answer["output"]["choices"][0]["message"]["content"][0]["text"]
+    else:
+        part = {"type": "image_url", "image_url": {"url": url}, "enable_rotate": rotate}
+        compatible = {
+            "model": "qwen-vl-ocr-latest",
+            "messages": [{"role": "user", "content": [part]}],
+        }
+        answer = httpx.post(emulator.base_url + COMPATIBLE, json=compatible, timeout=120).json()
+        text = answer["choices"][0]["message"]["content"]
+    assert isinstance(text, str)
+    return text
+
+
+def test_a_rotated_invoice_reads_correctly_only_with_enable_rotate(
+    emulator: EmulatorHandle,
+) -> None:
+    # Issue 16.6: enable_rotate was accepted and ignored.
+    with Image.open(SAMPLE_INVOICE) as opened:
+        upright = opened.convert("RGB")
+    sideways = _png(upright.rotate(90, expand=True))  # a scan fed in sideways
+    as_written = _read(emulator, _png(upright), rotate=False)
+    assert as_written.split("\n")[0] == "INVOICE" and "Total" in as_written.split("\n")[-1]
+    assert _read(emulator, sideways, rotate=False) != as_written  # lines out of order
+    assert _read(emulator, sideways, rotate=True) == as_written
+    assert _read(emulator, sideways, rotate=True, api="compatible") == as_written
+    # An upright page is read the same way with or without it.
+    assert _read(emulator, _png(upright), rotate=True) == as_written

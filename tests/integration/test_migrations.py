@@ -8,12 +8,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import inspect
+from sqlalchemy import Connection, func, inspect, select, text
 
 from qocr.cli import cli
 from qocr.migrations import migrate
 from qocr.models import Base
 from qocr.models.db import make_engine
+from qocr.models.entities import Item, source_digest
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,7 +44,7 @@ def test_migrations_match_the_models(empty_database_url: str) -> None:
     engine = make_engine(empty_database_url)
     migrate.upgrade(engine)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
@@ -63,4 +64,60 @@ def test_cli_db_upgrade(
     engine = make_engine(empty_database_url)
     assert migrate.is_current(engine)
     assert f"at revision {migrate.current_revision(engine)}" in result.output
+    engine.dispose()
+
+
+# Rows of every table as revision 0003 made them, in its own columns.
+ROWS_AT_0003 = [
+    """INSERT INTO batches (id, name, api, model, options, source_options, state, total_items,
+                            schedule_name, scheduled_for, created_at, updated_at)
+       VALUES (1, 'nightly', 'compatible', 'qwen-vl-ocr-latest', '{}', '{}', 'running', 2,
+               'nightly', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)""",
+    """INSERT INTO items (id, batch_id, source, state, attempts, created_at, updated_at)
+       VALUES (1, 1, 's3://b/a.png', 'succeeded', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP),
+              (2, 1, 's3://b/é.png', 'queued', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)""",
+    """INSERT INTO results (item_id, text, input_tokens, output_tokens, image_tokens,
+                            total_tokens, created_at)
+       VALUES (1, 'hello', 1, 2, 0, 3, CURRENT_TIMESTAMP)""",
+    """INSERT INTO attempts (item_id, number, outcome, started_at, ended_at, error_code)
+       VALUES (1, 1, 'succeeded', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, NULL)""",
+    """INSERT INTO batch_tallies (batch_id, kind, key, shard, value)
+       VALUES (1, 'state', 'succeeded', 0, 1)""",
+    """INSERT INTO schedule_runs (schedule_name, scheduled_for, triggered_by, outcome, attempts,
+                                  started_at, batch_id, new_items, export_attempts)
+       VALUES ('nightly', CURRENT_TIMESTAMP, 'beat', 'batch_created', 1, CURRENT_TIMESTAMP, 1,
+               2, 0)""",
+]
+TABLES = ("batches", "items", "results", "attempts", "batch_tallies", "schedule_runs")
+
+
+def _row_counts(conn: Connection) -> dict[str, int]:
+    return {
+        table: int(conn.scalar(select(func.count()).select_from(text(table))) or 0)
+        for table in TABLES
+    }
+
+
+def test_0004_keeps_every_row_and_fills_the_source_digest(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    migrate.upgrade(engine, "0003")
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0003:
+            conn.execute(text(statement))
+        before = _row_counts(conn)
+    assert set(before.values()) <= {1, 2}
+
+    # On SQLite, 0004 rebuilds batches and items: with foreign keys on, dropping the old
+    # tables would cascade into results, attempts and schedule runs.
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert _row_counts(conn) == before
+        digests = dict(conn.execute(select(Item.source, Item.source_sha256)).all())
+    assert digests == {source: source_digest(source) for source in digests}
+
+    migrate.downgrade(engine, "0003")
+    with engine.connect() as conn:
+        assert _row_counts(conn) == before
+    migrate.upgrade(engine)
+    assert migrate.is_current(engine)
     engine.dispose()

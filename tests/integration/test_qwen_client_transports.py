@@ -1,4 +1,4 @@
-"""Both transports (sync, async) on both APIs over a real loopback socket.
+"""The client on both APIs over a real loopback socket.
 
 A plain answer and a streamed answer of the same text must give identical results; the raw
 requests must carry what the seed documents.
@@ -6,7 +6,6 @@ requests must carry what the seed documents.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from qocr.qwen import AsyncQwenOCRClient, OCRResult, QwenError, QwenOCRClient, Timeouts, Usage
+from qocr.qwen import OCRResult, QwenError, QwenOCRClient, Timeouts, Usage
 from tests.integration.qwen_scripted_server import Reply, ScriptedServer
 
 API_KEY = "sk-INTEGRATION-5a4b3c2d1e"
@@ -125,31 +124,16 @@ def stream_reply(api: str) -> Reply:
     return Reply.sse("".join(events).encode(), piece=37, delay_between=0.002)
 
 
-def run_calls(kind: str, api: str, base_url: str, calls: list[dict[str, Any]]) -> list[Any]:
-    """Run ``calls`` on one client of ``kind``; each outcome is a result or the error raised."""
-    if kind == "sync":
-        outcomes: list[Any] = []
-        with QwenOCRClient(API_KEY, api=api, base_url=base_url, timeout=TIMEOUTS) as client:  # type: ignore[arg-type]
-            for call in calls:
-                try:
-                    outcomes.append(client.recognize(**call))
-                except QwenError as exc:
-                    outcomes.append(exc)
-        return outcomes
-
-    async def main() -> list[Any]:
-        results: list[Any] = []
-        async with AsyncQwenOCRClient(
-            API_KEY, api=api, base_url=base_url, timeout=TIMEOUTS
-        ) as client:  # type: ignore[arg-type]
-            for call in calls:
-                try:
-                    results.append(await client.recognize(**call))
-                except QwenError as exc:
-                    results.append(exc)
-        return results
-
-    return asyncio.run(main())
+def run_calls(api: str, base_url: str, calls: list[dict[str, Any]]) -> list[Any]:
+    """Run ``calls`` on one client; each outcome is a result or the error raised."""
+    outcomes: list[Any] = []
+    with QwenOCRClient(API_KEY, api=api, base_url=base_url, timeout=TIMEOUTS) as client:  # type: ignore[arg-type]
+        for call in calls:
+            try:
+                outcomes.append(client.recognize(**call))
+            except QwenError as exc:
+                outcomes.append(exc)
+    return outcomes
 
 
 @pytest.fixture
@@ -158,20 +142,16 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
-KINDS = ["sync", "async"]
 APIS = ["compatible", "dashscope"]
 
 
 @pytest.mark.parametrize("api", APIS)
-@pytest.mark.parametrize("kind", KINDS)
-def test_plain_and_streamed_answers_are_identical(
-    server: ScriptedServer, kind: str, api: str
-) -> None:
+def test_plain_and_streamed_answers_are_identical(server: ScriptedServer, api: str) -> None:
     server.script(plain_reply(api), stream_reply(api))
     chunks: list[str] = []
     common = {"image": png(), "model": "qwen-vl-ocr-latest", "task": "key_information_extraction"}
     plain, streamed = run_calls(
-        kind, api, server.base_url, [common, {**common, "stream": True, "on_chunk": chunks.append}]
+        api, server.base_url, [common, {**common, "stream": True, "on_chunk": chunks.append}]
     )
     assert isinstance(plain, OCRResult), plain
     assert streamed == plain
@@ -182,12 +162,10 @@ def test_plain_and_streamed_answers_are_identical(
     assert plain.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_raw_requests_carry_the_documented_fields(server: ScriptedServer, kind: str) -> None:
+def test_raw_requests_carry_the_documented_fields(server: ScriptedServer) -> None:
     server.script(plain_reply("compatible"), stream_reply("dashscope"))
     image = png()
     run_calls(
-        kind,
         "compatible",
         server.base_url,
         [
@@ -201,7 +179,6 @@ def test_raw_requests_carry_the_documented_fields(server: ScriptedServer, kind: 
         ],
     )
     run_calls(
-        kind,
         "dashscope",
         server.base_url,
         [
@@ -242,12 +219,9 @@ def test_raw_requests_carry_the_documented_fields(server: ScriptedServer, kind: 
     }
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_one_client_reuses_its_connection(server: ScriptedServer, kind: str) -> None:
+def test_one_client_reuses_its_connection(server: ScriptedServer) -> None:
     server.script(plain_reply("compatible"), plain_reply("compatible"), stream_reply("compatible"))
     call = {"image": "https://example.com/a.png", "model": "qwen-vl-ocr-latest"}
-    outcomes = run_calls(
-        kind, "compatible", server.base_url, [call, call, {**call, "stream": True}]
-    )
+    outcomes = run_calls("compatible", server.base_url, [call, call, {**call, "stream": True}])
     assert all(isinstance(o, OCRResult) for o in outcomes)
     assert len({r.client_port for r in server.requests}) == 1

@@ -29,9 +29,11 @@ from qocr.migrations import migrate
 from qocr.models import Attempt, Item, ItemState
 from qocr.models import Result as ResultRow
 from qocr.models.db import make_engine
-from qocr.models.reports import Reports, Usage
+from qocr.models.records import BatchSpec, SourceRow
+from qocr.models.report_records import Usage
+from qocr.models.reports import Reports
 from qocr.models.states import BatchState
-from qocr.models.store import BatchSpec, SourceRow, Store
+from qocr.models.store import Store
 from qocr.settings import get_settings
 from tests.support.images import write_pngs
 
@@ -220,12 +222,13 @@ def test_recent_batches_are_newest_first_with_their_counts(built: Built, reports
 def test_finished_since_counts_the_items_finished_after_a_moment(
     built: Built, reports: Reports
 ) -> None:
-    finished = sorted(item.finished_at for item, _ in item_rows(reports, built.mixed))
+    moments = [item.finished_at for item, _ in item_rows(reports, built.mixed)]
+    finished = sorted(moment for moment in moments if moment is not None)
+    assert len(finished) == len(moments)  # the batch has ended: every item has a time
     middle = finished[len(finished) // 2]
-    assert middle is not None
-    expected = sum(1 for moment in finished if moment is not None and moment >= middle)
+    expected = sum(1 for moment in finished if moment >= middle)
     assert reports.finished_since(built.mixed, middle).finished == expected
-    later = finished[-1] + timedelta(seconds=1)  # type: ignore[operator]
+    later = finished[-1] + timedelta(seconds=1)
     assert reports.finished_since(built.mixed, later).finished == 0
 
 

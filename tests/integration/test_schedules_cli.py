@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 
@@ -16,8 +17,10 @@ from qocr.models.entities import Batch, Item
 from qocr.models.schedule_run import RunOutcome, ScheduleRun
 from qocr.models.store import Store
 from qocr.s3 import make_s3_client
+from qocr.scheduler.fleet_lock import LOCK_KEY, FleetLock
 from qocr.settings import get_settings, load_settings
 from qocr.worker.app import create_app
+from qocr.worker.queues import TICK_TASK
 
 PNG = Path(__file__).resolve().parents[2] / "samples" / "invoice-2.png"
 SECRET = "sk-schedule-test-0123456789"
@@ -145,27 +148,24 @@ def test_the_tick_task_runs_due_schedules_and_logs_no_secret(
     engine: Engine,
     s3_endpoint: str,
     s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from qocr.scheduler.beat import TICK_TASK, TickContext, register_schedule_tasks
-
     put_images(s3_endpoint, s3_bucket, "c.png", "d.png")
     # An interval schedule is always due at its latest slot, so the tick has work to do.
     configured.write_text(
         configured.read_text().replace('cron = "0 2 * * *"', 'every = "1h"'), encoding="utf-8"
     )
-    settings = load_settings()
-    app = create_app(settings)
-    register_schedule_tasks(app)
-    assert TICK_TASK in app.tasks
-    context = TickContext(app, settings)
+    app = create_app(load_settings())
+    # The task runs with the app's settings, not with whatever the environment says now.
+    monkeypatch.setenv("QOCR_CONFIG", str(configured.parent / "elsewhere.toml"))
+    get_settings.cache_clear()
+    tick = app.tasks[TICK_TASK]
     caplog.set_level(logging.INFO)
-    try:
-        assert context.tick() == {"schedules": 2, "runs": 2, "batches": 1}
+    with app:
+        assert tick() == {"schedules": 2, "runs": 2, "batches": 1}
         # The next tick finds both slots done (one batch, one failure not yet retried).
-        assert context.tick() == {"schedules": 2, "runs": 0, "batches": 0}
-    finally:
-        context.close()
+        assert tick() == {"schedules": 2, "runs": 0, "batches": 0}
     with Store(engine).sessions() as session:
         rows = session.execute(select(ScheduleRun.schedule_name, ScheduleRun.outcome)).all()
         outcomes = {name: outcome for name, outcome in rows}
@@ -177,5 +177,28 @@ def test_the_tick_task_runs_due_schedules_and_logs_no_secret(
 
     configured.unlink()
     caplog.clear()
-    assert TickContext(app, settings).tick() == {"schedules": 0, "runs": 0, "batches": 0}
+    with app:
+        assert tick() == {"schedules": 0, "runs": 0, "batches": 0}
     assert "schedule tick skipped" in caplog.text and "no such config file" in caplog.text
+
+
+def test_a_tick_leaves_publishing_to_the_running_dispatcher(
+    configured: Path, engine: Engine, redis_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    put_images(s3_endpoint, s3_bucket, "e.png")
+    configured.write_text(
+        configured.read_text().replace('cron = "0 2 * * *"', 'every = "1h"'), encoding="utf-8"
+    )
+    client = redis.Redis.from_url(redis_url)
+    running_dispatcher = FleetLock(client)
+    assert running_dispatcher.acquire()
+    try:
+        with create_app(load_settings()) as app:
+            assert app.tasks[TICK_TASK]()["batches"] == 1
+        assert client.get(LOCK_KEY) == running_dispatcher.identity.encode()
+    finally:
+        running_dispatcher.release()
+        client.close()
+    with Store(engine).sessions() as session:
+        # Not published behind the lock holder's back: its next tick sends the item.
+        assert session.scalars(select(Item.dispatched_at)).all() == [None]

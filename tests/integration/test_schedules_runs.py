@@ -20,13 +20,14 @@ from sqlalchemy import Engine, select
 
 from qocr.models.base import utcnow
 from qocr.models.entities import Batch, Item
+from qocr.models.records import AttemptRecord, ResultRecord, SourceRow
 from qocr.models.schedule_run import RunOutcome, ScheduleRun
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
-from qocr.models.store import AttemptRecord, SourceRow, Store
+from qocr.models.store import Store
 from qocr.s3 import make_s3_client
-from qocr.scheduler.beat import make_runner
 from qocr.scheduler.runs import MAX_RUN_ATTEMPTS, RETRY_AFTER, RunReport, ScheduleRunner
 from qocr.scheduler.schedules import Schedule, ScheduleBook, parse_schedule_book
+from qocr.scheduler.tick import make_runner
 from qocr.settings import Settings
 
 SLOT = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
@@ -51,7 +52,7 @@ class NoLocks:
 
 @pytest.fixture
 def settings(database_url: str, s3_endpoint: str) -> Settings:
-    return Settings(database_url=database_url, s3_endpoint_url=s3_endpoint, api_key=None)
+    return Settings(database_url=database_url, s3_endpoint_url=s3_endpoint, DASHSCOPE_API_KEY=None)
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def finish_items(engine: Engine, batch_id: int, state: ItemState, text: str = "o
         claimed = store.claim(item_id, uuid.uuid4().hex, now + timedelta(minutes=1))
         assert claimed is not None
         if state is ItemState.SUCCEEDED:
-            assert store.succeed(claimed, attempt, {"text": f"{text} {claimed.source}"})
+            assert store.succeed(claimed, attempt, ResultRecord(text=f"{text} {claimed.source}"))
         else:
             assert store.fail(claimed, "image_invalid", "not an image")
 

@@ -24,6 +24,12 @@ def backend(request: pytest.FixtureRequest) -> Iterator[ThrottleBackend]:
     client.close()
 
 
+def spacing(throttle: Throttle, limits: Limits) -> float:
+    """Seconds between two calls reserved now: the request interval over the rate in force."""
+    first = throttle.reserve("m", limits, 1).wait
+    return throttle.reserve("m", limits, 1).wait - first
+
+
 def test_requests_are_spaced_evenly(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=10)
     limits = Limits(rpm=600, tpm=None)  # one call every 0.1 s / headroom
@@ -69,10 +75,7 @@ def test_a_429_slows_down_then_recovers(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=100)
     limits = Limits(rpm=600, tpm=None)
     throttle.penalize("m", retry_after=None)
-    assert backend.factor("m") == pytest.approx(PENALTY, abs=0.01)
-    first = throttle.reserve("m", limits, 1).wait
-    second = throttle.reserve("m", limits, 1).wait
-    assert second - first == pytest.approx(limits.request_interval / PENALTY, rel=0.05)
+    assert spacing(throttle, limits) == pytest.approx(limits.request_interval / PENALTY, rel=0.05)
 
 
 def test_retry_after_pauses_every_caller(backend: ThrottleBackend) -> None:
@@ -96,19 +99,22 @@ def test_redis_keys_expire(redis_url: str) -> None:
     client.close()
 
 
-def test_memory_backend_recovers_with_time() -> None:
+@pytest.mark.parametrize(
+    ("elapsed_seconds", "factor"),
+    [(0.0, PENALTY), (RECOVERY_SECONDS / 2, (1 + PENALTY) / 2), (RECOVERY_SECONDS, 1.0)],
+)
+def test_memory_backend_recovers_with_time(elapsed_seconds: float, factor: float) -> None:
     clock = [1000.0]
-    backend = MemoryBackend(clock=lambda: clock[0])
-    backend.penalize("m", None)
-    assert backend.factor("m") == pytest.approx(PENALTY)
-    clock[0] += RECOVERY_SECONDS / 2
-    assert backend.factor("m") == pytest.approx((1 + PENALTY) / 2)
-    clock[0] += RECOVERY_SECONDS / 2
-    assert backend.factor("m") == 1.0
+    throttle = Throttle(MemoryBackend(clock=lambda: clock[0]), max_wait=100)
+    limits = Limits(rpm=600, tpm=None)
+    throttle.penalize("m", None)
+    clock[0] += elapsed_seconds
+    assert spacing(throttle, limits) == pytest.approx(limits.request_interval / factor)
 
 
 def test_a_burst_of_429s_slows_down_once(backend: ThrottleBackend) -> None:
     throttle = Throttle(backend, max_wait=100)
+    limits = Limits(rpm=600, tpm=None)
     for _ in range(6):  # six in-flight calls answered 429 together
         throttle.penalize("m", retry_after=None)
-    assert backend.factor("m") == pytest.approx(PENALTY, abs=0.01)
+    assert spacing(throttle, limits) == pytest.approx(limits.request_interval / PENALTY, rel=0.05)

@@ -6,10 +6,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from qocr.errors import QocrError
-from qocr.scheduler.beat import BEAT_ENTRY, TICK_EXPIRES_SECONDS, TICK_TASK, beat_schedule
 from qocr.scheduler.locks import lock_key
 from qocr.scheduler.runs import _describe_failure
 from qocr.scheduler.sources import SourceError
+from qocr.worker.beat import BEAT_ENTRY, TICK_EXPIRES_SECONDS, beat_schedule
+from qocr.worker.queues import TICK_TASK
 
 
 @pytest.mark.parametrize(

@@ -80,3 +80,29 @@ def test_log_filter_masks_key_and_bearer(caplog: pytest.LogCaptureFixture) -> No
     assert "abc.def-123" not in text
     assert "Bearer ***" in text
     assert "boom " in text and "0123456789abcdef" not in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("QOCR_REQUEST_TIMEOUT", "inf"),
+        ("QOCR_REQUEST_TIMEOUT", "nan"),
+        ("QOCR_CALL_DEADLINE_SECONDS", "inf"),
+        ("QOCR_CALL_DEADLINE_SECONDS", "0"),
+        ("QOCR_GRANTED_MAX_TOKENS", "8193"),
+    ],
+)
+def test_call_limits_must_be_finite(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
+
+
+def test_call_deadline_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().call_deadline_seconds == 120.0
+    monkeypatch.setenv("QOCR_CALL_DEADLINE_SECONDS", "45")
+    monkeypatch.setenv("QOCR_GRANTED_MAX_TOKENS", "8192")
+    settings = load_settings()
+    assert (settings.call_deadline_seconds, settings.granted_max_tokens) == (45.0, 8192)

@@ -90,6 +90,9 @@ def test_stats_snapshot() -> None:
         {"error_rate": 1.5},
         {"drop_rate": -0.1},
         {"error_rate": 0.6, "drop_rate": 0.6},
+        {"hang_rate": 1.2},
+        {"trickle_rate": 0.5, "long_fields_rate": 0.6},
+        {"trickle_interval_s": 0},
         {"recognizer": "tesseract"},
         {"fetch_timeout_s": 0},
         {"stream_chunk_tokens": 0},
@@ -104,3 +107,44 @@ def test_config_defaults() -> None:
     config = EmulatorConfig()
     assert (config.host, config.port, config.rpm, config.tpm) == ("127.0.0.1", 8000, None, None)
     assert config.latency_ms == (0.0, 0.0) and config.recognizer == "auto"
+
+
+def test_hostile_faults_are_drawn_from_the_same_roll() -> None:
+    rates = {"hang_rate": 0.2, "trickle_rate": 0.2, "long_fields_rate": 0.2}
+    injector = FaultInjector(error_rate=0.1, drop_rate=0.1, latency_ms=(0, 0), seed=3, **rates)
+    faults = Counter(injector.plan().fault for _ in range(5000))
+    for fault in ("hang", "trickle", "long_fields"):
+        assert faults[fault] / 5000 == pytest.approx(0.2, abs=0.03)
+    assert faults["none"] / 5000 == pytest.approx(0.2, abs=0.03)
+    # Adding the new rates at 0 changes nothing for an old seed's sequence.
+    old = _injector(7, error_rate=0.3, drop_rate=0.2)
+    new = FaultInjector(
+        error_rate=0.3, drop_rate=0.2, latency_ms=(5.0, 15.0), seed=7, hang_rate=0.0
+    )
+    assert [old.plan() for _ in range(100)] == [new.plan() for _ in range(100)]
+
+
+def test_fault_settings_change_at_once_or_not_at_all() -> None:
+    injector = _injector(1)
+    assert injector.update({"hang_rate": 1.0})["hang_rate"] == 1.0
+    assert {injector.plan().fault for _ in range(50)} == {"hang"}
+    for bad in (
+        {"error_rate": 0.5},  # 0.5 + the hang rate of 1.0 is over 1
+        {"hang_rate": "1"},
+        {"latency_ms": [5, 1]},
+        {"trickle_interval_s": -1},
+        {"flood_rate": 0.1},
+    ):
+        with pytest.raises(ValueError):
+            injector.update(bad)
+    assert injector.settings() == {
+        "drop_rate": 0.0,
+        "error_rate": 0.0,
+        "hang_rate": 1.0,
+        "trickle_rate": 0.0,
+        "long_fields_rate": 0.0,
+        "latency_ms": [5.0, 15.0],
+        "trickle_interval_s": 1.0,
+    }
+    injector.update({"hang_rate": 0, "error_rate": 1, "latency_ms": [0, 0]})
+    assert {injector.plan().fault for _ in range(50)} == {"error"}

@@ -9,6 +9,7 @@ import pytest
 from qocr.emulator.errors import ApiError
 from qocr.emulator.parse_compatible import parse_compatible
 from qocr.emulator.parse_native import parse_native
+from qocr.qwen.catalog import MODELS
 
 IMAGE = (
     "https://img.alicdn.com/imgextra/i2/O1CN01ktT8451iQutqReELT_!!6000000004408-0-tps-689-487.jpg"
@@ -58,6 +59,10 @@ def native(parameters: dict[str, Any] | None = None, **overrides: Any) -> dict[s
         "parameters": parameters or {},
     }
     body.update(overrides)
+    if body.get("model") in MODELS and "input" not in overrides:
+        # The model's own minimum: 3072 is under the 28-px models' 3136.
+        image = body["input"]["messages"][0]["content"][0]
+        image["min_pixels"] = MODELS[body["model"]].min_pixels
     return body
 
 
@@ -139,7 +144,29 @@ COMPATIBLE_ERRORS = [
     ("no user", compatible(messages=[{"role": "system", "content": "x"}]), 400, P, "role of user"),
     ("bad role", compatible(messages=[{"role": "robot", "content": "x"}]), 400, P, "'assistant'"),
     ("no content", compatible(messages=[{"role": "user"}]), 400, P, "content field is a required"),
-    ("no image", compatible(messages=user("hello")), 400, P, "image"),
+    ("nothing to read", compatible(messages=user([])), 400, P, "any text or image"),
+    (
+        "min_pixels under the minimum",
+        compatible(messages=user([image_part(min_pixels=3071)])),
+        400,
+        P,
+        "min_pixels of the model qwen-vl-ocr-2025-11-20 must be at least 3072, got 3071",
+    ),
+    (
+        "max_pixels over the cap",
+        compatible(messages=user([image_part(max_pixels=30720001)])),
+        400,
+        P,
+        "must be at most 30720000",
+    ),
+    (
+        "logprobs unsupported",
+        compatible(model="qwen-vl-ocr-2024-10-28", messages=user([image_part()]), logprobs=True),
+        400,
+        P,
+        "does not support logprobs",
+    ),
+    ("seed too big", compatible(seed=2**31), 400, "invalid_value", "maximum of 2147483647"),
     (
         "bad part type",
         compatible(messages=user([{"type": "video"}])),
@@ -232,7 +259,36 @@ NATIVE_ERRORS = [
         IP,
         "Range of max_tokens should be [1, 4096]",
     ),
-    ("seed range", native({"seed": -5}), 400, IP, "seed should be [0, 9223372036854775807]"),
+    ("seed range", native({"seed": -5}), 400, IP, "Range of seed should be [0, 2147483647]"),
+    (
+        "seed over 2^31-1",
+        native({"seed": 2**31}),
+        400,
+        IP,
+        "Range of seed should be [0, 2147483647]",
+    ),
+    (
+        "min_pixels under the 28-px minimum",
+        native_content([{"image": IMAGE, "min_pixels": 3072}]) | {"model": "qwen-vl-ocr"},
+        400,
+        IP,
+        "min_pixels of the model qwen-vl-ocr must be at least 3136, got 3072",
+    ),
+    (
+        "max_pixels over the cap",
+        native_content([{"image": IMAGE, "max_pixels": 30720001}]),
+        400,
+        IP,
+        "must be at most 30720000",
+    ),
+    (
+        "logprobs unsupported",
+        native({"logprobs": True}, model="qwen-vl-ocr-2024-10-28"),
+        400,
+        IP,
+        "The model qwen-vl-ocr-2024-10-28 does not support logprobs.",
+    ),
+    ("nothing to read", native_content([]), 400, IP, "any text or image"),
     ("incremental type", native({"incremental_output": "yes"}), 400, IP, "incremental_output"),
     (
         "enable_rotate type",
@@ -252,3 +308,33 @@ def test_native_errors(case: str, body: object, status: int, code: str, message:
     assert error.status == status
     assert error.spec.code == code
     assert message in error.spec.message
+
+
+@pytest.mark.parametrize("content", ["Say hello", [{"text": "Say hello"}]])
+def test_native_text_only_call_is_accepted(content: object) -> None:
+    # Issue 16.4: the reference allows a content that is a plain string (text only).
+    call = parse_native(native(input={"messages": user(content)}), sse=False)
+    assert call.images == () and call.prompt == "Say hello"
+
+
+def test_compatible_text_only_call_is_accepted() -> None:
+    call = parse_compatible(compatible(messages=user("hello")))
+    assert call.images == () and call.prompt == "hello"
+
+
+def test_pixel_bounds_at_the_documented_limits_are_accepted() -> None:
+    for model, spec in MODELS.items():
+        part = {"image": IMAGE, "min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels_cap}
+        call = parse_native(native_content([part]) | {"model": model}, sse=False)
+        assert call.images[0].min_pixels == spec.min_pixels
+
+
+def test_logprobs_and_rotation_are_read() -> None:
+    body = native({"logprobs": True, "top_logprobs": 3})
+    body["input"]["messages"][0]["content"][0]["enable_rotate"] = True
+    call = parse_native(body, sse=False)
+    assert (call.logprobs, call.top_logprobs, call.images[0].enable_rotate) == (True, 3, True)
+    plain = parse_compatible(compatible(logprobs=False, top_logprobs=3))
+    assert (plain.logprobs, plain.top_logprobs, plain.images[0].enable_rotate) == (False, 0, False)
+    rotated = parse_compatible(compatible(messages=user([image_part(enable_rotate=True)])))
+    assert rotated.images[0].enable_rotate

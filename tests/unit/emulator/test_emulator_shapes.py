@@ -221,3 +221,78 @@ def test_build_completion_counts_usage() -> None:
     assert completion.finish_reason == "length"
     assert completion.usage == Usage(image_tokens=332, text_tokens=3, output_tokens=4)
     assert completion.usage.total_tokens == 339
+
+
+def test_native_bodies_carry_the_seeds_null_text_finish_reason_and_zero_characters() -> None:
+    # Issue 16.8: raw HTTP users see these fields as the reference shows them.
+    completion = _completion()
+    body = native.response_body(completion)
+    assert list(body["output"]) == ["text", "finish_reason", "choices"]
+    assert body["output"]["text"] is None and body["output"]["finish_reason"] is None
+    assert list(body["usage"])[:4] == [
+        "input_tokens",
+        "output_tokens",
+        "characters",
+        "image_tokens",
+    ]
+    assert body["usage"]["characters"] == 0
+    assert "logprobs" not in body["output"]["choices"][0]
+    for event in native.stream_events(completion, chunk_tokens_n=3, incremental=True):
+        _, streamed = _parse_native_event(event)
+        assert streamed["output"]["text"] is None and streamed["output"]["finish_reason"] is None
+        assert streamed["usage"]["characters"] == 0
+
+
+def _with_logprobs(top_logprobs: int) -> Completion:
+    return build_completion(
+        Answer(TEXT),
+        request_id="r",
+        completion_id="chatcmpl-r",
+        created=1,
+        model="qwen-vl-ocr-latest",
+        image_tokens=10,
+        prompt="Read it.",
+        max_tokens=100,
+        stops=(),
+        logprobs=True,
+        top_logprobs=top_logprobs,
+    )
+
+
+@pytest.mark.parametrize("top_logprobs", [0, 1, 5])
+def test_logprobs_cover_every_output_token_in_both_shapes(top_logprobs: int) -> None:
+    # Issue 16.5: logprobs were never returned.
+    completion = _with_logprobs(top_logprobs)
+    content = completion.logprobs
+    assert content is not None and "".join(entry["token"] for entry in content) == TEXT
+    for entry in content:
+        assert bytes(entry["bytes"]).decode("utf-8") == entry["token"]
+        assert -0.25 <= entry["logprob"] <= 0
+        assert len(entry["top_logprobs"]) == top_logprobs
+        if top_logprobs:
+            assert entry["top_logprobs"][0]["token"] == entry["token"]
+            logprobs = [alt["logprob"] for alt in entry["top_logprobs"]]
+            assert logprobs == sorted(logprobs, reverse=True)
+    assert compat.completion_body(completion)["choices"][0]["logprobs"] == {"content": content}
+    assert native.response_body(completion)["output"]["choices"][0]["logprobs"] == {
+        "content": content
+    }
+    streamed_compat = [
+        json.loads(payload)
+        for payload in _sse_payloads(
+            compat.stream_events(completion, chunk_tokens_n=3, include_usage=True)
+        )
+        if payload != "[DONE]"
+    ]
+    assert [
+        entry
+        for chunk in streamed_compat
+        for choice in chunk["choices"]
+        if choice["logprobs"]
+        for entry in choice["logprobs"]["content"]
+    ] == content
+    streamed_native = [
+        _parse_native_event(event)[1]["output"]["choices"][0]["logprobs"]["content"]
+        for event in native.stream_events(completion, chunk_tokens_n=3, incremental=True)
+    ]
+    assert [entry for chunk in streamed_native for entry in chunk] == content

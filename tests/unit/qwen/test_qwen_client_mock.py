@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,6 @@ from pydantic import SecretStr
 from qocr.qwen import (
     APIConnectionError,
     APITimeoutError,
-    AsyncQwenOCRClient,
     ImageError,
     OptionsError,
     ProtocolError,
@@ -218,40 +216,3 @@ def test_api_key_is_in_no_error_of_any_class() -> None:
                 bad_call()
             assert API_KEY not in str(local.value) + repr(local.value)
     assert len(seen) == 10  # 400..503 classes, quota, protocol, timeout, connection
-
-
-def test_async_client_mirrors_the_sync_one() -> None:
-    sse = (
-        'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"choices":[{"message":{"content":[{"text":"Hel"}]},"finish_reason":"null"}]},"request_id":"r"}\n\n'
-        'id:2\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"choices":[{"message":{"content":[{"text":"lo"}]},"finish_reason":"stop"}]},"usage":{"input_tokens":3,"output_tokens":2},"request_id":"r"}\n\n'
-    )
-    recorder = Recorder(
-        lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, text=sse)
-    )
-    chunks: list[str] = []
-
-    async def on_chunk(delta: str) -> None:
-        chunks.append(delta)
-
-    async def run() -> Any:
-        async with AsyncQwenOCRClient(
-            API_KEY, api="dashscope", base_url="http://emu", transport=httpx.MockTransport(recorder)
-        ) as c:
-            return await c.recognize(
-                make_image(20, 20), model="qwen-vl-ocr-latest", stream=True, on_chunk=on_chunk
-            )
-
-    result = asyncio.run(run())
-    assert (result.text, result.request_id, chunks) == ("Hello", "r", ["Hel", "lo"])
-    assert recorder.requests[0].headers["x-dashscope-sse"] == "enable"
-
-
-def test_async_client_refuses_bad_images_before_any_request(
-    forbidden_transport: httpx.MockTransport,
-) -> None:
-    async def run() -> None:
-        async with AsyncQwenOCRClient(API_KEY, transport=forbidden_transport) as c:
-            await c.recognize(make_image(3000, 10), model="qwen-vl-ocr-latest")
-
-    with pytest.raises(ImageError, match="200:1"):
-        asyncio.run(run())

@@ -147,3 +147,51 @@ def test_effective_max_tokens_defaults_to_the_model() -> None:
     assert RecognizeOptions(model="qwen-vl-ocr").effective_max_tokens() == 4096
     assert RecognizeOptions(model="qwen-vl-ocr-latest").effective_max_tokens() == 8192
     assert RecognizeOptions(model="qwen-vl-ocr", max_tokens=5).effective_max_tokens() == 5
+
+
+@pytest.mark.parametrize(
+    "model", ["qwen-vl-ocr", "qwen-vl-ocr-2025-04-13", "qwen-vl-ocr-2025-08-28"]
+)
+def test_max_tokens_over_the_models_documented_maximum_is_refused(model: str) -> None:
+    # Issue 16.1: the service answers 400 above 4096 for these models.
+    assert RecognizeOptions(model=model, max_tokens=4096).max_tokens == 4096
+    with pytest.raises(OptionsError) as caught:
+        RecognizeOptions(model=model, max_tokens=8192)
+    assert caught.value.code == "max_tokens_over_limit"
+    assert f"over {model}'s maximum of 4096" in caught.value.message
+    assert "QOCR_GRANTED_MAX_TOKENS" in caught.value.message
+
+
+def test_a_granted_ceiling_allows_more_and_is_not_part_of_the_fingerprint() -> None:
+    granted = RecognizeOptions(model="qwen-vl-ocr", max_tokens=8192, granted_max_tokens=8192)
+    assert RecognizeOptions.from_dict(json.loads(json.dumps(granted.to_dict()))) == granted
+    with pytest.raises(OptionsError, match="maximum of 6000"):
+        RecognizeOptions(model="qwen-vl-ocr", max_tokens=6001, granted_max_tokens=6000)
+    with pytest.raises(OptionsError, match="granted_max_tokens"):
+        RecognizeOptions(model="qwen-vl-ocr", granted_max_tokens=9000)
+    plain = RecognizeOptions(model="qwen-vl-ocr", max_tokens=100)
+    assert RecognizeOptions(**{**plain.to_dict(), "granted_max_tokens": 8192}).fingerprint() == (
+        plain.fingerprint()
+    )
+    # A grant never lowers a documented maximum, and never goes past 8,192.
+    assert RecognizeOptions(model="qwen-vl-ocr-latest", max_tokens=8192, granted_max_tokens=10)
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"),
+    [
+        ("qwen-vl-ocr-latest", 3072),
+        ("qwen-vl-ocr-2025-11-20", 3072),
+        ("qwen-vl-ocr", 3136),
+        ("qwen-vl-ocr-2025-08-28", 3136),
+        ("qwen-vl-ocr-2024-10-28", 3136),
+    ],
+)
+def test_min_pixels_below_the_documented_minimum_is_refused(model: str, minimum: int) -> None:
+    # Issue 16.7: refused like max_pixels above the cap.
+    assert RecognizeOptions(model=model, min_pixels=minimum).min_pixels == minimum
+    with pytest.raises(OptionsError) as caught:
+        RecognizeOptions(model=model, min_pixels=minimum - 1)
+    assert f"under {model}'s minimum of {minimum}" in caught.value.message
+    # Unknown models: the server decides.
+    assert RecognizeOptions(model="qwen-vl-ocr-2099-01-01", min_pixels=100).min_pixels == 100

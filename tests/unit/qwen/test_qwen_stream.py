@@ -172,7 +172,11 @@ def test_native_incremental_and_cumulative_streams_give_the_same_result(step: in
         "dashscope", native_stream(KIE_PARTS), step, task="key_information_extraction"
     )
     cum, cum_deltas = decode(
-        "dashscope", native_stream(cumulative), step, task="key_information_extraction"
+        "dashscope",
+        native_stream(cumulative),
+        step,
+        task="key_information_extraction",
+        incremental=False,
     )
     assert inc == cum
     assert inc_deltas == cum_deltas == KIE_PARTS
@@ -189,7 +193,16 @@ def test_native_incremental_stream_with_an_empty_final_event() -> None:
 
 def test_cumulative_stream_that_rewrites_sent_text_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
-        decode("dashscope", native_stream(["ab", "abc", "xbcd"]))
+        decode("dashscope", native_stream(["ab", "abc", "xbcd"]), incremental=False)
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_incremental_deltas_that_repeat_the_text_so_far_are_all_kept(step: int | None) -> None:
+    # Issue 16.2: "No. 12" begins with "No" but is a delta; guessing "cumulative" from the
+    # text dropped "No" and then failed the stream with a (billed) retryable error.
+    result, deltas = decode("dashscope", native_stream(["No", "No. 12", " total", ""]), step)
+    assert deltas == ["No", "No. 12", " total"]
+    assert result.text == "NoNo. 12 total"
 
 
 def test_streamed_and_plain_answers_are_equal_on_both_apis() -> None:

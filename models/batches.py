@@ -1,0 +1,224 @@
+"""Batches as a whole: create one with its items, stop, cancel, complete, requeue its failures.
+
+Every write that changes items' states here changes the batch's tallies
+(:mod:`models.tallies`) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from qocr.models.base import utcnow
+from qocr.models.db import EngineBound, rows_changed
+from qocr.models.entities import Batch, Item, source_digest
+from qocr.models.records import BatchSpec, SourceRow
+from qocr.models.states import TERMINAL_ITEM_STATES, BatchState, ItemState, sources_of
+from qocr.models.tallies import TallyKind, add_tallies, item_counts
+from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
+
+INSERT_CHUNK = 5_000
+OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
+# Finished items that may go back to the queue (`qocr retry`): failed and cancelled.
+REQUEUEABLE_STATES = tuple(
+    state for state in sources_of(ItemState.QUEUED) if state in TERMINAL_ITEM_STATES
+)
+
+
+def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class BatchWrites(EngineBound):
+    """The queries that act on a whole batch."""
+
+    def create_batch(self, spec: BatchSpec, rows: Iterable[SourceRow]) -> tuple[int, int]:
+        """Insert a batch and its items in one transaction; returns (batch id, item count).
+
+        Rows are streamed in chunks; a source listed twice is kept once. An exception raised
+        by the ``rows`` iterator (a bad source) rolls everything back: no half-made batch.
+        """
+        with self.sessions.begin() as session:
+            batch = Batch(
+                name=spec.name,
+                api=spec.api,
+                model=spec.model,
+                task=spec.task,
+                prompt=spec.prompt,
+                result_schema=spec.result_schema,
+                options=spec.options,
+                source_options=spec.source_options,
+                schedule_name=spec.schedule_name,
+                scheduled_for=spec.scheduled_for,
+                state=BatchState.RUNNING,
+            )
+            session.add(batch)
+            session.flush()
+            now = utcnow()
+            for chunk in _chunks(rows, INSERT_CHUNK):
+                values = [
+                    {
+                        "batch_id": batch.id,
+                        "source": row.source,
+                        "source_sha256": source_digest(row.source),
+                        "fingerprint": row.fingerprint,
+                        "state": ItemState.QUEUED,
+                        "attempts": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for row in chunk
+                ]
+                session.connection().execute(self._insert_ignoring_duplicates(), values)
+            total = session.scalar(
+                select(func.count()).select_from(Item).where(Item.batch_id == batch.id)
+            )
+            batch.total_items = int(total or 0)
+            return batch.id, batch.total_items
+
+    def _insert_ignoring_duplicates(self) -> Any:
+        unique = ["batch_id", "source_sha256"]
+        if self.dialect == "postgresql":
+            return pg_insert(Item).on_conflict_do_nothing(index_elements=unique)
+        if self.dialect == "sqlite":
+            return sqlite_insert(Item).on_conflict_do_nothing(index_elements=unique)
+        return insert(Item)
+
+    def get_batch(self, batch_id: int) -> Batch | None:
+        with self.sessions() as session:
+            return session.get(Batch, batch_id)
+
+    def batch_is_open(self, batch_id: int) -> bool:
+        """True while the batch has a queued or running item."""
+        with self.sessions() as session:
+            query = select(
+                exists().where(Item.batch_id == batch_id, Item.state.in_(OPEN_ITEM_STATES))
+            )
+            return bool(session.scalar(query))
+
+    def counts_by_state(self, batch_id: int) -> dict[ItemState, int]:
+        """Items by state, from the batch's tallies: a few rows, whatever the batch size."""
+        with self.snapshot() as session:
+            return item_counts(session, [batch_id])[batch_id]
+
+    def stop_batch(self, batch_id: int, reason: str, code: str) -> int:
+        """Stop a batch after an error that every further call would repeat.
+
+        Its queued items are cancelled with ``code``; returns how many.
+        """
+        now = utcnow()
+        reason = cap(reason, MESSAGE_MAX_CHARS)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Batch)
+                .where(Batch.id == batch_id, Batch.state == BatchState.RUNNING)
+                .values(state=BatchState.STOPPED, stop_reason=reason, finished_at=now)
+            )
+            return _cancel_queued(conn, batch_id, now, code, reason)
+
+    def cancel_batch(self, batch_id: int) -> int:
+        """Cancel a running batch: its queued items stop at once; running ones finish."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Batch)
+                .where(Batch.id == batch_id, Batch.state == BatchState.RUNNING)
+                .values(state=BatchState.CANCELLED, finished_at=now)
+            )
+            return _cancel_queued(conn, batch_id, now, "cancelled", "batch cancelled")
+
+    def complete_finished_batches(self) -> list[int]:
+        """Mark running batches with no queued or running item left as completed."""
+        # IN (queued, running), not NOT IN (terminal states): two index lookups per batch
+        # on ix_items_batch_state_finished instead of a scan of its finished items.
+        open_items = (
+            select(Item.id)
+            .where(Item.batch_id == Batch.id, Item.state.in_(OPEN_ITEM_STATES))
+            .limit(1)
+        )
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = list(
+                conn.scalars(
+                    select(Batch.id).where(Batch.state == BatchState.RUNNING, ~exists(open_items))
+                )
+            )
+            if done:
+                conn.execute(
+                    update(Batch)
+                    .where(Batch.id.in_(done), Batch.state == BatchState.RUNNING)
+                    .values(state=BatchState.COMPLETED, finished_at=now)
+                )
+            return done
+
+    def requeue_failed(self, batch_id: int, codes: Sequence[str] | None = None) -> int:
+        """Put failed and cancelled items of a batch back in the queue (``qocr retry``)."""
+        now = utcnow()
+        condition = and_(Item.batch_id == batch_id, Item.state.in_(REQUEUEABLE_STATES))
+        if codes:
+            condition = and_(condition, Item.last_error_code.in_(list(codes)))
+        with self.engine.begin() as conn:
+            requeued = 0
+            decrements: Counter[tuple[TallyKind, str]] = Counter()
+            # One UPDATE per state left, so the codes it returns are what left the tallies.
+            for state in REQUEUEABLE_STATES:
+                codes_left = conn.scalars(
+                    update(Item)
+                    .where(condition, Item.state == state)
+                    .values(
+                        state=ItemState.QUEUED,
+                        not_before=None,
+                        dispatched_at=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                    .returning(Item.last_error_code)
+                ).all()
+                requeued += len(codes_left)
+                decrements[(TallyKind.STATE, state.value)] -= len(codes_left)
+                for code in codes_left:
+                    decrements[(TallyKind.ERROR, code or "")] -= 1
+            add_tallies(conn, batch_id, 0, decrements)
+            if requeued:
+                conn.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(state=BatchState.RUNNING, finished_at=None, stop_reason=None)
+                )
+            return requeued
+
+
+def _cancel_queued(conn: Connection, batch_id: int, now: datetime, code: str, message: str) -> int:
+    code = cap(code, CODE_MAX_CHARS)
+    result = conn.execute(
+        update(Item)
+        .where(Item.batch_id == batch_id, Item.state == ItemState.QUEUED)
+        .values(
+            state=ItemState.CANCELLED,
+            last_error_code=code,
+            last_error_message=message,
+            dispatched_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    cancelled = rows_changed(result)
+    add_tallies(
+        conn,
+        batch_id,
+        0,
+        {
+            (TallyKind.STATE, ItemState.CANCELLED.value): cancelled,
+            (TallyKind.ERROR, code): cancelled,
+        },
+    )
+    return cancelled

@@ -1,0 +1,146 @@
+"""``qocr status`` for people: the batch table, one batch's summary, the ``--watch`` bar.
+
+Everything here is drawn from the JSON documents of :mod:`qocr.cli.summary` (or, for the
+bar, the live counts), so the human and the JSON output never disagree. rich is imported
+only when something is drawn.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from qocr.models.report_records import FINISHED_STATES
+from qocr.models.reports import Reports
+from qocr.models.states import BatchState, ItemState
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    # Not a terminal (a pipe, a test): no colours or cursor movement, lines kept whole.
+    return Console(highlight=False, soft_wrap=True)
+
+
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def render_list(documents: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not documents:
+        click.echo("no batches")
+        return
+    table = Table(box=None, pad_edge=False)
+    for header, justify in (
+        ("ID", "right"),
+        ("NAME", "left"),
+        ("STATE", "left"),
+        ("DONE/TOTAL", "right"),
+        ("FAILED", "right"),
+        ("AGE", "right"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for doc in documents:
+        table.add_row(
+            str(doc["id"]),
+            doc["name"],
+            doc["state"],
+            f"{doc['done']}/{doc['total']}",
+            str(doc["failed"]),
+            age(doc["age_seconds"]),
+        )
+    console().print(table)
+
+
+def _pairs(mapping: dict[str, int]) -> str:
+    return " · ".join(f"{key} {value:,}" for key, value in mapping.items()) or "none"
+
+
+def render_summary(doc: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    state = doc["state"] + (f" ({doc['stop_reason']})" if doc["stop_reason"] else "")
+    grid.add_row("Batch", escape(f"{doc['id']}  {doc['name']}"))
+    grid.add_row("State", escape(state))
+    task = f" · task {doc['task']}" if doc["task"] else ""
+    grid.add_row("Model", escape(f"{doc['model']} ({doc['api']} API){task}"))
+    grid.add_row("Age", f"{age(doc['age_seconds'])} (created {doc['created_at']})")
+    grid.add_row(
+        "Progress", f"{doc['done']:,}/{doc['total']:,} finished ({100 * doc['progress']:.1f}%)"
+    )
+    grid.add_row("Items", _pairs(doc["counts"]))
+    if doc["throughput"] is not None:
+        speed = f"{doc['throughput']['items_per_minute']:,.1f} items/min"
+        eta = doc["eta_seconds"]
+        grid.add_row("Speed", speed + (f" · ETA {age(eta)}" if eta is not None else " · ETA -"))
+    usage = doc["usage"]
+    grid.add_row(
+        "Tokens",
+        f"input {usage['input_tokens']:,} (image {usage['image_tokens']:,}) · "
+        f"output {usage['output_tokens']:,} · total {usage['total_tokens']:,}",
+    )
+    finish = escape(_pairs(doc["finish_reasons"]))
+    if doc["truncated"]:
+        finish += f"  [yellow]warning: {doc['truncated']:,} answer(s) cut at max_tokens[/yellow]"
+    grid.add_row("Finish", finish)
+    grid.add_row("Errors", escape(_pairs(doc["errors"])))
+    cost = doc["cost"]
+    sources = sorted({m["price_source"] for m in cost["models"]}) or ["catalog"]
+    usd = cost["usd"]
+    amount = f"{usd:,.6f}" if usd < 1 else f"{usd:,.2f}"
+    grid.add_row("Cost", escape(f"~${amount} ({cost['region']} prices: {', '.join(sources)})"))
+    console().print(grid)
+
+
+def follow(reports: Reports, batch_id: int, interval_seconds: float, show_bar: bool) -> None:
+    """Poll the batch's counts until it is no longer running (or has nothing left to do)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn(f"[bold]batch {batch_id}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console(), disable=not show_bar) as progress:
+        bar = progress.add_task("batch", total=None, failed=0)
+        while True:
+            batch = reports.batch(batch_id)
+            counts = reports.counts(batch_id)
+            done = sum(counts[state] for state in FINISHED_STATES)
+            progress.update(
+                bar,
+                total=sum(counts.values()),
+                completed=done,
+                failed=counts[ItemState.FAILED],
+            )
+            open_items = counts[ItemState.QUEUED] + counts[ItemState.RUNNING]
+            if batch is None or batch.state != BatchState.RUNNING or open_items == 0:
+                return
+            time.sleep(interval_seconds)

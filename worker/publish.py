@@ -1,0 +1,66 @@
+"""Sending items to the workers: the Celery publisher, and the one way to build a dispatcher.
+
+Every publisher goes through :func:`make_dispatcher`: the worker's dispatch service,
+``qocr submit``, ``qocr schedule run`` and the schedule tick. A one-shot publish
+(:func:`publish_now`) takes the fleet's dispatcher lock like the service does, so the
+window stays bounded however many processes publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import redis
+from celery import Celery
+
+from qocr.models.store import Store
+from qocr.qwen.catalog import model_spec
+from qocr.scheduler.dispatch import Dispatcher, Publish, top_up_once, window_for
+from qocr.scheduler.fleet_lock import FleetLock
+from qocr.settings import Settings
+from qocr.worker.limits import LIMITS
+from qocr.worker.queues import ITEM_TASK, QUEUE, RETRY_QUEUE
+
+log = logging.getLogger(__name__)
+
+
+def celery_publisher(app: Celery) -> Publish:
+    """Publish item ids on one reused producer connection."""
+    task = app.tasks[ITEM_TASK]
+
+    def publish(item_ids: Sequence[int], retry: bool) -> None:
+        queue = RETRY_QUEUE if retry else QUEUE
+        with app.producer_or_acquire() as producer:
+            for item_id in item_ids:
+                task.apply_async(args=[item_id], producer=producer, queue=queue)
+
+    return publish
+
+
+def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher:
+    """The dispatcher over ``store`` that publishes through ``app`` (epoch in the broker)."""
+    rpm = settings.rpm or model_spec(settings.model).rpm
+    return Dispatcher(
+        store,
+        celery_publisher(app),
+        window=window_for(rpm, LIMITS.dispatch_window_seconds),
+        lost_after=timedelta(seconds=LIMITS.lost_message_seconds),
+        redis_client=redis.Redis.from_url(settings.broker_url),
+    )
+
+
+def publish_now(app: Celery, settings: Settings, store: Store) -> int | None:
+    """Top the broker up now, under the fleet's lock; None when a running dispatcher holds
+    the lock (it publishes within a second)."""
+    dispatcher = make_dispatcher(app, settings, store)
+    client = dispatcher.redis
+    assert client is not None  # make_dispatcher always gives it the broker's Redis
+    try:
+        published = top_up_once(dispatcher, FleetLock(client))
+    finally:
+        client.close()
+    if published is None:
+        log.debug("a running dispatcher holds the lock; it publishes the new items")
+    return published

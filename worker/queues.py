@@ -1,0 +1,13 @@
+"""The names the broker knows: queues and tasks. Shared by the app, the publisher and beat."""
+
+from __future__ import annotations
+
+QUEUE = "qocr"
+# Items that ran before (retries, a dead worker's items) and schedule ticks get their own
+# queues, read in turn with the main one: never behind minutes of item messages.
+RETRY_QUEUE = "qocr.retry"
+CONTROL_QUEUE = "qocr.control"
+ALL_QUEUES = (QUEUE, RETRY_QUEUE, CONTROL_QUEUE)
+
+ITEM_TASK = "qocr.process_item"
+TICK_TASK = "qocr.schedule_tick"
