@@ -88,7 +88,7 @@ def pg_counters(probe: bl.SqlProbe) -> dict[str, int]:
         "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, "
         "tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()"
     )[0]
-    names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched")
+    names: tuple[str, ...] = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched")
     names += ("tup_inserted", "tup_updated", "tup_deleted")
     return dict(zip(names, (int(v) for v in row), strict=True))
 
@@ -140,7 +140,7 @@ def run_qocr(
             interval=0.5,
         )
         wall = time.time() - started
-        if spy is not None:
+        if spy is not None and profile_s is not None:
             spy.wait(profile_s + 60)
         bl.stop_process(worker, grace=20)
         time.sleep(1.5)  # PostgreSQL flushes backend statistics at exit

@@ -119,7 +119,7 @@ def steady_figures(
         achieved, median_bin = per_minute, bl.median(bin_rates)
     else:
         achieved = per_minute * tokens_per_call
-        median_bin = None if not bin_rates else bl.median(bin_rates) * tokens_per_call  # type: ignore[operator]
+        median_bin = None if not bin_rates else bl.median(bin_rates) * tokens_per_call
     figures.update(
         {
             "window_s": round(span, 1),

@@ -4,7 +4,9 @@ from qocr.models.base import Base
 from qocr.models.entities import Attempt, Batch, Item, Result
 from qocr.models.schedule_run import ScheduleRun
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
+from qocr.models.submissions import SubmitRejection
 from qocr.models.tallies import BatchTally
+from qocr.models.webhooks import WebhookDelivery
 
 __all__ = [
     "Attempt",
@@ -17,4 +19,6 @@ __all__ = [
     "ItemState",
     "Result",
     "ScheduleRun",
+    "SubmitRejection",
+    "WebhookDelivery",
 ]

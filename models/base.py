@@ -22,6 +22,9 @@ NAMING_CONVENTION = {
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
 PortableJSON = JSON().with_variant(JSONB(), "postgresql")
+# JSON text everywhere: keeps an object's keys in the order written (JSONB sorts them), for
+# values whose order means something (a batch's result_schema: the CSV's columns).
+OrderedJSON = JSON()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

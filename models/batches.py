@@ -7,35 +7,25 @@ Every write that changes items' states here changes the batch's tallies
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from itertools import islice
-from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, and_, exists, insert, select, update
 
 from qocr.models.base import utcnow
 from qocr.models.db import EngineBound, rows_changed
-from qocr.models.entities import Batch, Item, source_digest
+from qocr.models.entities import Batch, Item
+from qocr.models.new_items import insert_items
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.states import TERMINAL_ITEM_STATES, BatchState, ItemState, sources_of
 from qocr.models.tallies import TallyKind, add_tallies, item_counts
 from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
 
-INSERT_CHUNK = 5_000
 OPEN_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
 # Finished items that may go back to the queue (`qocr retry`): failed and cancelled.
 REQUEUEABLE_STATES = tuple(
     state for state in sources_of(ItemState.QUEUED) if state in TERMINAL_ITEM_STATES
 )
-
-
-def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 class BatchWrites(EngineBound):
@@ -44,54 +34,41 @@ class BatchWrites(EngineBound):
     def create_batch(self, spec: BatchSpec, rows: Iterable[SourceRow]) -> tuple[int, int]:
         """Insert a batch and its items in one transaction; returns (batch id, item count).
 
-        Rows are streamed in chunks; a source listed twice is kept once. An exception raised
-        by the ``rows`` iterator (a bad source) rolls everything back: no half-made batch.
+        Rows are streamed (COPY on PostgreSQL, see :mod:`models.new_items`); a source listed
+        twice is kept once. An exception raised by the ``rows`` iterator (a bad source)
+        rolls everything back: no half-made batch.
         """
-        with self.sessions.begin() as session:
-            batch = Batch(
-                name=spec.name,
-                api=spec.api,
-                model=spec.model,
-                task=spec.task,
-                prompt=spec.prompt,
-                result_schema=spec.result_schema,
-                options=spec.options,
-                source_options=spec.source_options,
-                schedule_name=spec.schedule_name,
-                scheduled_for=spec.scheduled_for,
-                state=BatchState.RUNNING,
-            )
-            session.add(batch)
-            session.flush()
-            now = utcnow()
-            for chunk in _chunks(rows, INSERT_CHUNK):
-                values = [
-                    {
-                        "batch_id": batch.id,
-                        "source": row.source,
-                        "source_sha256": source_digest(row.source),
-                        "fingerprint": row.fingerprint,
-                        "state": ItemState.QUEUED,
-                        "attempts": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for row in chunk
-                ]
-                session.connection().execute(self._insert_ignoring_duplicates(), values)
-            total = session.scalar(
-                select(func.count()).select_from(Item).where(Item.batch_id == batch.id)
-            )
-            batch.total_items = int(total or 0)
-            return batch.id, batch.total_items
-
-    def _insert_ignoring_duplicates(self) -> Any:
-        unique = ["batch_id", "source_sha256"]
-        if self.dialect == "postgresql":
-            return pg_insert(Item).on_conflict_do_nothing(index_elements=unique)
-        if self.dialect == "sqlite":
-            return sqlite_insert(Item).on_conflict_do_nothing(index_elements=unique)
-        return insert(Item)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            batch_id = conn.execute(
+                insert(Batch)
+                .values(
+                    name=spec.name,
+                    api=spec.api,
+                    model=spec.model,
+                    task=spec.task,
+                    prompt=spec.prompt,
+                    result_schema=spec.result_schema,
+                    options=spec.options,
+                    source_options=spec.source_options,
+                    schedule_name=spec.schedule_name,
+                    scheduled_for=spec.scheduled_for,
+                    notify_url=spec.notify_url,
+                    idempotency_key=spec.idempotency_key,
+                    request_sha256=spec.request_sha256,
+                    state=BatchState.RUNNING,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(Batch.id)
+            ).scalar_one()
+            # The batch row goes first: a racing submit with the same idempotency key waits
+            # here on the UNIQUE index, and fails before it inserts a million items.
+            # The batch's queued count is total_items minus its tallies: the exact count of
+            # the rows inserted, duplicates left out.
+            total = insert_items(conn, batch_id, rows, now)
+            conn.execute(update(Batch).where(Batch.id == batch_id).values(total_items=total))
+        return batch_id, total
 
     def get_batch(self, batch_id: int) -> Batch | None:
         with self.sessions() as session:

@@ -160,7 +160,8 @@ class DispatchQueries(EngineBound):
 
 
 WORKER_LOST_CODE = "worker_lost"
-WORKER_LOST_MESSAGE = "the worker stopped renewing its lease before this try ended"
+WORKER_LOST_MESSAGE = "the worker stopped renewing its lease before this call ended"
+WORKER_LOST_BEFORE_CALL = "the worker stopped renewing its lease before it made a call"
 
 
 def _abandon_tries(conn: Connection, item_ids: list[int], now: datetime) -> None:
@@ -195,6 +196,7 @@ def _abandon_tries(conn: Connection, item_ids: list[int], now: datetime) -> None
                 started_at=now,
                 ended_at=now,
                 error_code=WORKER_LOST_CODE,
-                error_message=WORKER_LOST_MESSAGE,
+                error_message=WORKER_LOST_BEFORE_CALL,
+                called=False,
             )
         )

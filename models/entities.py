@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Enum,
     Float,
     ForeignKey,
@@ -21,10 +22,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from qocr.models.base import Base, PortableJSON, UTCDateTime, utcnow
+from qocr.models.base import Base, OrderedJSON, PortableJSON, UTCDateTime, utcnow
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 
 # BigInteger ids for rows counted in millions; SQLite needs INTEGER to alias its rowid.
@@ -57,10 +59,11 @@ class Batch(Base):
     model: Mapped[str] = mapped_column(Text)
     task: Mapped[str | None] = mapped_column(Text)
     prompt: Mapped[str | None] = mapped_column(Text)
-    result_schema: Mapped[dict[str, Any] | None] = mapped_column(PortableJSON)
+    # JSON, not JSONB: the schema's keys stay in the order the user wrote them.
+    result_schema: Mapped[dict[str, Any] | None] = mapped_column(OrderedJSON)
     # Every request option (pixels, rotation, max_tokens, stream, sampling), as the client's
     # RecognizeOptions.to_dict(): the worker rebuilds the request from it.
-    options: Mapped[dict[str, Any]] = mapped_column(PortableJSON)
+    options: Mapped[dict[str, Any]] = mapped_column(OrderedJSON)
     # How sources are read (e.g. s3_mode), separate from what the model is asked.
     source_options: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
     state: Mapped[BatchState] = mapped_column(
@@ -73,13 +76,28 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An idempotent submit's key (UNIQUE: a second submit with it finds this batch) and the
+    # sha256 of the request it was made for (scheduler/idempotency.py).
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Where the batch's end is POSTed (scheduler/notify.py); None: no webhook.
+    notify_url: Mapped[str | None] = mapped_column(Text)
 
     items: Mapped[list[Item]] = relationship(back_populates="batch", lazy="raise")
 
     __table_args__ = (
         # One batch per schedule slot, however often beat fires for it.
         UniqueConstraint("schedule_name", "scheduled_for"),
+        # One batch per idempotency key, however many submits race with it.
+        UniqueConstraint("idempotency_key"),
         Index("ix_batches_state_created_at", "state", "created_at"),
+        # The notifier's scan for ended batches whose webhook is not queued yet.
+        Index(
+            "ix_batches_notify_finished",
+            "finished_at",
+            sqlite_where=text("notify_url IS NOT NULL"),
+            postgresql_where=text("notify_url IS NOT NULL"),
+        ),
     )
 
 
@@ -181,6 +199,8 @@ class Attempt(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # None while the call is in flight.
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # True when the try sent a request to the provider (False: it ended before one).
+    called: Mapped[bool] = mapped_column(Boolean, server_default=true())
     http_status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -28,6 +28,9 @@ class BatchSpec:
     source_options: dict[str, Any] = field(default_factory=dict)
     schedule_name: str | None = None
     scheduled_for: datetime | None = None
+    notify_url: str | None = None
+    idempotency_key: str | None = None
+    request_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class AttemptRecord:
     retry_after: float | None = None
     worker: str | None = None
     number: int | None = None
+    called: bool = True  # False: the try ended before a request left (nothing to pay)
 
     def discarded(self) -> AttemptRecord:
         """This call, kept on the record after its lease passed to another worker."""
@@ -82,6 +86,7 @@ class AttemptRecord:
             error_code="lease_lost",
             error_message="the item's lease had passed to another worker; result not kept",
             number=self.number,
+            called=self.called,
         )
 
 

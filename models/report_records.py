@@ -49,6 +49,8 @@ class BatchInfo:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    idempotency_key: str | None = None
+    notify_url: str | None = None
 
 
 @dataclass(frozen=True)

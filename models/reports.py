@@ -56,6 +56,8 @@ _BATCH_COLUMNS = (
     Batch.created_at,
     Batch.updated_at,
     Batch.finished_at,
+    Batch.idempotency_key,
+    Batch.notify_url,
 )
 
 _ITEM_COLUMNS = (
@@ -289,6 +291,8 @@ def _batch_info(row: Any) -> BatchInfo:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        idempotency_key=row.idempotency_key,
+        notify_url=row.notify_url,
     )
 
 

@@ -120,6 +120,7 @@ class ItemTransitions(EngineBound):
                     "outcome": AttemptOutcome.IN_FLIGHT,
                     "started_at": started_at,
                     "ended_at": None,
+                    "called": True,
                     "worker": cap(worker, CODE_MAX_CHARS),
                 },
             )
@@ -334,7 +335,8 @@ def _record_attempt(
         "worker": cap(attempt.worker, CODE_MAX_CHARS),
     }
     if attempt.number is None:
-        conn.execute(_INSERT_ATTEMPT, {"item_id": item.item_id, "number": counted_as, **values})
+        row = {"item_id": item.item_id, "number": counted_as, "called": attempt.called}
+        conn.execute(_INSERT_ATTEMPT, {**row, **values})
         return
     conn.execute(
         update(Attempt)

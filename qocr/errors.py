@@ -22,3 +22,9 @@ class ConfigError(QocrError):
     """The settings are missing or invalid; raised before any work starts."""
 
     code = "config_error"
+
+
+class NotFoundError(QocrError, LookupError):
+    """No batch, item or submission with the id or key asked for (the CLI exits 1)."""
+
+    code = "not_found"

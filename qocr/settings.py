@@ -6,7 +6,9 @@ directory) and is passed down; no other module reads ``os.environ``.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     config: str = "qocr.toml"
     # Seconds a claimed item stays leased to its worker; a killed worker's items return after it.
     lease_seconds: int = Field(default=45, ge=5)
+    # Where a worker keeps paid results it could not save yet (the database was away), until
+    # they are saved; None: $XDG_STATE_HOME/qocr/results (~/.local/state/qocr/results).
+    spool_dir: str | None = None
     max_attempts: int = Field(default=8, ge=1)
     # Seconds: the read timeout of a call (a stream: the longest silence between chunks).
     request_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
@@ -62,6 +67,9 @@ class Settings(BaseSettings):
     # qwen-vl-ocr and its dated snapshots, 8,192 at most); None: the documented ceilings.
     granted_max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     log_level: str = "INFO"
+    # Signs completion webhooks (HMAC-SHA256); a worker without it sends none (see
+    # docs/webhooks.md). SecretStr: never in repr(), logs or the database.
+    webhook_secret: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -87,6 +95,13 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or self.broker_url
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        if self.spool_dir:
+            return Path(self.spool_dir).expanduser()
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "qocr" / "results"
 
     def require_api_key(self) -> str:
         """The API key's value, for building a request header; a clear error when unset."""

@@ -2,17 +2,19 @@
 
 Items live in SQL; only ``window`` of them are in Redis (or running) at a time, so a
 million-item batch costs the broker a few MB. Each tick also returns the items of dead
-workers (expired leases), re-dispatches messages the broker lost, and closes finished
-batches. One dispatcher is active per fleet (:mod:`scheduler.fleet_lock`), and one-shot
-publishes (:func:`top_up_once`) take the same lock; the claim in SQL makes a duplicate
-message harmless anyway. Publishing itself is a callable given in (the worker's Celery
-publisher), so nothing here knows the broker's client library.
+workers (expired leases), re-dispatches messages the broker lost, closes finished batches
+and starts their completion webhooks (:mod:`scheduler.notify`). One dispatcher is active
+per fleet (:mod:`scheduler.fleet_lock`), and one-shot publishes (:func:`top_up_once`) take
+the same lock; the claim in SQL makes a duplicate message harmless anyway. Publishing
+itself is a callable given in (the worker's Celery publisher), so nothing here knows the
+broker's client library.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +22,10 @@ from datetime import timedelta
 from typing import Any
 
 from qocr.models.base import utcnow
+from qocr.models.records import ReapReport
 from qocr.models.store import Store
 from qocr.scheduler.fleet_lock import FleetLock
+from qocr.scheduler.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +63,42 @@ class Dispatcher:
         *,
         lost_after: timedelta,
         redis_client: Any | None = None,
+        reap_grace: timedelta = timedelta(0),
+        notifier: Notifier | None = None,
     ) -> None:
-        """``lost_after``: a message not claimed this long after dispatch is taken as lost."""
+        """``lost_after``: a message not claimed this long after dispatch is taken as lost.
+
+        ``reap_grace``: after a tick failed (the database or the broker was away), how long
+        live workers get to renew the leases they could not renew meanwhile before any
+        lease counts as expired; without it, every item in flight during an outage would
+        be taken from its living worker and called again.
+
+        ``notifier``: the completion webhooks, queued and started at the end of each tick.
+        """
         self.store = store
         self.publish = publish
         self.window = window
         self.lost_after = lost_after
         self.redis = redis_client
+        self.reap_grace = reap_grace
+        self._reap_resumes_at = 0.0
+        self.notifier = notifier
+
+    def tick_failed(self) -> None:
+        """A tick could not finish: hold the reaper back for the grace period."""
+        self._reap_resumes_at = time.monotonic() + self.reap_grace.total_seconds()
 
     def tick(self) -> TickReport:
         broker_reset = self._check_broker_epoch()
-        reaped = self.store.reap(utcnow(), self.lost_after)
+        if time.monotonic() < self._reap_resumes_at:
+            reaped = ReapReport(expired_leases=0, lost_messages=0)
+        else:
+            reaped = self.store.reap(utcnow(), self.lost_after)
         if reaped.expired_leases:
             log.warning("%d items had expired leases (dead worker?)", reaped.expired_leases)
         completed = self.store.complete_finished_batches()
         published = self.top_up()
+        self._notify()
         return TickReport(
             published=published,
             expired_leases=reaped.expired_leases,
@@ -81,6 +106,19 @@ class Dispatcher:
             completed_batches=len(completed),
             broker_reset=broker_reset,
         )
+
+    def _notify(self) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.tick()
+        except Exception:
+            # Webhooks wait in SQL; a failure here must not hold dispatch or the reaper back.
+            log.warning("webhook tick failed", exc_info=True)
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
 
     def top_up(self) -> int:
         """Publish due items until the window is full; returns how many were published."""
@@ -140,6 +178,7 @@ class DispatchService:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        self.dispatcher.close()
         try:
             self.lock.release()
         except Exception:
@@ -156,3 +195,4 @@ class DispatchService:
             except Exception:
                 # Redis or the database is away: keep trying; nothing is lost meanwhile.
                 log.warning("dispatch tick failed", exc_info=True)
+                self.dispatcher.tick_failed()

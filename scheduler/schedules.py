@@ -12,6 +12,7 @@
     task = "key_information_extraction"
     schema = { invoice_number = "", total = "" }   # or a JSON file: schema = "invoice.json"
     results_to = "s3://exports/invoices/{date}.jsonl"
+    notify = "https://hooks.example.com/qocr"   # POSTed when each batch ends (signed)
 
 Every other batch option of ``qocr submit`` has a key of the same name (``api``, ``model``,
 ``prompt``, ``min_pixels``, ``max_pixels``, ``rotate``, ``max_tokens``, ``stream``,
@@ -25,7 +26,6 @@ other than ``[beat]`` and ``[schedules]`` belong to other features and are not r
 
 from __future__ import annotations
 
-import json
 import re
 import string
 import tomllib
@@ -41,6 +41,8 @@ from qocr.errors import ConfigError
 from qocr.qwen.errors import OptionsError
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import parse_s3_uri
+from qocr.scheduler.requests import RequestError, check_notify_url
+from qocr.scheduler.schema_file import SchemaError, check_schema, read_schema_file
 from qocr.scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
 from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Settings
@@ -48,6 +50,7 @@ from qocr.settings import Settings
 DEFAULT_TICK_SECONDS = 30.0
 DEFAULT_CATCH_UP = "6h"
 DEFAULT_BATCH_NAME = "{schedule} {date} {time}"
+TEMPLATE_MAX_WIDTH = 200  # a format spec's width or precision, e.g. {batch:>06}
 TEMPLATE_FIELDS = frozenset({"schedule", "date", "time", "slot", "batch"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -77,6 +80,7 @@ class _ScheduleFields(BaseModel):
     catch_up: str = DEFAULT_CATCH_UP
     batch_name: str = DEFAULT_BATCH_NAME
     results_to: str | None = None
+    notify: str | None = None
     api: Literal["compatible", "dashscope"] | None = None
     model: str | None = None
     task: str | None = None
@@ -122,6 +126,16 @@ class _ScheduleFields(BaseModel):
             check_template(value)
         return value
 
+    @field_validator("notify")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_notify_url(value)
+        except RequestError as exc:
+            raise ValueError(exc.message) from None
+
     @field_validator("results_to")
     @classmethod
     def _s3_key(cls, value: str | None) -> str | None:
@@ -148,6 +162,7 @@ class Schedule:
     catch_up: timedelta
     batch_name: str
     results_to: str | None
+    notify_url: str | None = None
 
     def due_slot(self, now: datetime) -> datetime | None:
         """The slot to run at ``now``: the latest one, unless it is more than catch_up late.
@@ -170,6 +185,7 @@ class Schedule:
             s3_mode=self.s3_mode,
             schedule_name=self.name,
             scheduled_for=slot,
+            notify_url=self.notify_url,
         )
 
     def results_uri(self, slot: datetime, batch_id: int) -> str | None:
@@ -197,15 +213,31 @@ class ScheduleBook:
 
 
 def check_template(template: str) -> None:
-    """A ValueError names any ``{field}`` outside :data:`TEMPLATE_FIELDS`."""
+    """A ValueError names any ``{field}`` outside :data:`TEMPLATE_FIELDS`, a format spec that
+    nests a field or is wider than :data:`TEMPLATE_MAX_WIDTH`, or any other that cannot render.
+
+    Checked at load: a ``{date:>999999999}`` would build a gigabyte string at every tick.
+    """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"invalid template: {exc}") from None
-    for _, field_name, _, _ in parsed:
-        if field_name is not None and field_name not in TEMPLATE_FIELDS:
+    for _, field_name, spec, _ in parsed:
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS:
             known = ", ".join("{" + name + "}" for name in sorted(TEMPLATE_FIELDS))
             raise ValueError(f"unknown field {{{field_name}}} (use {known})")
+        numbers = re.findall(r"\d+", spec or "")
+        if "{" in (spec or "") or any(len(n) > 4 or int(n) > TEMPLATE_MAX_WIDTH for n in numbers):
+            raise ValueError(
+                f"the format spec of {{{field_name}}} nests a field or is wider than "
+                f"{TEMPLATE_MAX_WIDTH} characters"
+            )
+    try:
+        template.format(**dict.fromkeys(TEMPLATE_FIELDS, ""))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid template: {exc}") from None
 
 
 def render_template(
@@ -227,7 +259,7 @@ def load_schedule_book(path: Path | str, settings: Settings) -> ScheduleBook:
     """Read and validate the config file at ``path``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is fine
     except FileNotFoundError:
         raise ScheduleConfigError(
             f"{path}: no such config file (set QOCR_CONFIG)", code="schedule_config_not_found"
@@ -238,6 +270,8 @@ def load_schedule_book(path: Path | str, settings: Settings) -> ScheduleBook:
         raise ScheduleConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScheduleConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ScheduleConfigError(f"{path}: invalid TOML: nested too deeply") from None
     return parse_schedule_book(data, settings, base_dir=path.parent, where=str(path))
 
 
@@ -284,6 +318,7 @@ def _build(name: str, raw: Any, settings: Settings, base_dir: Path, where: str) 
         catch_up=parse_duration(fields.catch_up),
         batch_name=fields.batch_name,
         results_to=fields.results_to,
+        notify_url=fields.notify,
     )
 
 
@@ -355,21 +390,19 @@ def _options(
 def _schema(
     value: dict[str, Any] | str | None, base_dir: Path, where: str
 ) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
+    if value is None:
+        return None
+    if isinstance(value, dict):
         if value == {}:
             raise ScheduleConfigError(f"{where}: schema: must not be empty")
-        return value
+        try:
+            return check_schema(value)
+        except SchemaError as exc:
+            raise ScheduleConfigError(f"{where}: schema: {exc.message}") from None
     path = Path(value)
     if not path.is_absolute():
         path = base_dir / path
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScheduleConfigError(f"{where}: schema: {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ScheduleConfigError(
-            f"{where}: schema: {path}: invalid JSON at line {exc.lineno}: {exc.msg}"
-        ) from None
-    if not isinstance(schema, dict) or not schema:
-        raise ScheduleConfigError(f"{where}: schema: {path}: must be a non-empty JSON object")
-    return schema
+        return read_schema_file(path)
+    except SchemaError as exc:
+        raise ScheduleConfigError(f"{where}: schema: {path}: {exc.message}") from None

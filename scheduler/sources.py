@@ -10,14 +10,17 @@ failed items instead.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qocr.errors import QocrError
 from qocr.models.records import SourceRow
+from qocr.models.text_caps import cap
 from qocr.s3 import parse_s3_uri
 
 if TYPE_CHECKING:
@@ -27,6 +30,8 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 )
 S3_PAGE_SIZE = 1000
+# A source or path in a message is cut to this: a manifest line can be a megabyte long.
+SHOWN_CHARS = 200
 
 
 class SourceError(QocrError):
@@ -58,7 +63,8 @@ class SourceExpander:
 
     def expand(self, sources: list[str]) -> Iterator[SourceRow]:
         for position, source in enumerate(sources, start=1):
-            yield from self._expand_one(source, where=f"source #{position} ({source})")
+            where = f"source #{position} ({cap(source, SHOWN_CHARS)})"
+            yield from self._expand_one(source, where=where)
 
     def _expand_one(
         self, source: str, where: str, in_manifest: bool = False
@@ -81,13 +87,20 @@ class SourceExpander:
             yield from self._local(Path(source), where)
 
     def _local(self, path: Path, where: str) -> Iterator[SourceRow]:
-        if path.is_dir():
+        mode = _mode(path, where)
+        if stat.S_ISDIR(mode):
+            # is_file() leaves FIFOs, devices and sockets out of a folder's images.
             for found in sorted(path.rglob("*")):
                 if found.suffix.lower() in IMAGE_SUFFIXES and found.is_file():
                     yield _local_row(found)
             return
-        if not path.is_file():
-            raise SourceError(f"no such file: {path}", code="source_not_found", where=where)
+        if not stat.S_ISREG(mode):
+            # Reading a FIFO blocks until someone writes to it; a device never ends.
+            raise SourceError(
+                f"{cap(str(path), SHOWN_CHARS)} is {file_kind(mode)}, not an image file",
+                code="source_not_regular_file",
+                where=where,
+            )
         # An explicitly named file is taken whatever its name says: the worker reads its
         # bytes, and a non-image ends as a failed item with the reason.
         yield _local_row(path)
@@ -144,12 +157,13 @@ class SourceExpander:
 
     def _manifest(self, path: Path) -> Iterator[SourceRow]:
         try:
-            handle = path.open(encoding="utf-8", newline="")
+            # utf-8-sig: spreadsheet programs and Windows editors start the file with a BOM.
+            handle = path.open(encoding="utf-8-sig", newline="")
         except OSError as exc:
             raise SourceError(
                 f"cannot read manifest: {exc.strerror}",
                 code="manifest_unreadable",
-                where=f"@{path}",
+                where=f"@{cap(str(path), SHOWN_CHARS)}",
             ) from None
         with handle:
             suffix = path.suffix.lower()
@@ -170,9 +184,43 @@ class SourceExpander:
                 ) from None
 
 
+def _mode(path: Path, where: str) -> int:
+    """The file's type and mode bits, or a :class:`SourceError` saying why there are none."""
+    shown = cap(str(path), SHOWN_CHARS)
+    try:
+        return path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceError(f"no such file: {shown}", code="source_not_found", where=where) from None
+    except ValueError:  # a NUL byte: no file can have that name
+        raise SourceError(f"not a file name: {shown}", code="source_invalid", where=where) from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            message = f"path too long ({len(str(path))} characters): {shown}"
+            raise SourceError(message, code="source_invalid", where=where) from None
+        raise SourceError(
+            f"cannot read {shown}: {exc.strerror}", code="source_unreadable", where=where
+        ) from None
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message: "a FIFO (named pipe)"."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 def _local_row(path: Path) -> SourceRow:
-    stat = path.stat()
-    return SourceRow(source=str(path.resolve()), fingerprint=f"{stat.st_size}-{stat.st_mtime_ns}")
+    status = path.stat()
+    return SourceRow(
+        source=str(path.resolve()), fingerprint=f"{status.st_size}-{status.st_mtime_ns}"
+    )
 
 
 def _plain_sources(handle: io.TextIOBase) -> Iterator[tuple[int, str]]:
@@ -184,14 +232,23 @@ def _plain_sources(handle: io.TextIOBase) -> Iterator[tuple[int, str]]:
 
 def _csv_sources(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, str]]:
     reader = csv.DictReader(handle)
-    if reader.fieldnames is None or "source" not in reader.fieldnames:
+    try:
+        if reader.fieldnames is None or "source" not in reader.fieldnames:
+            raise SourceError(
+                "a CSV manifest needs a 'source' column",
+                code="manifest_invalid",
+                where=f"@{path}:1",
+            )
+        for row in reader:
+            value = (row.get("source") or "").strip()
+            if value:
+                yield reader.line_num, value
+    except csv.Error as exc:  # a field over csv's 128 KB limit, a NUL byte
         raise SourceError(
-            "a CSV manifest needs a 'source' column", code="manifest_invalid", where=f"@{path}:1"
-        )
-    for row in reader:
-        value = (row.get("source") or "").strip()
-        if value:
-            yield reader.line_num, value
+            f"unreadable CSV: {exc}",
+            code="manifest_invalid",
+            where=f"{path}:{reader.reader.line_num}",  # DictReader.line_num lags on errors
+        ) from None
 
 
 def _jsonl_sources(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, str]]:
@@ -203,6 +260,10 @@ def _jsonl_sources(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, str
         except json.JSONDecodeError as exc:
             raise SourceError(
                 f"invalid JSON: {exc.msg}", code="manifest_invalid", where=f"{path}:{line_number}"
+            ) from None
+        except RecursionError:
+            raise SourceError(
+                "JSON nested too deeply", code="manifest_invalid", where=f"{path}:{line_number}"
             ) from None
         source = record.get("source") if isinstance(record, dict) else None
         if not isinstance(source, str) or not source.strip():

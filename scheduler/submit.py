@@ -7,9 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from qocr.errors import ConfigError
-from qocr.migrations import migrate
-from qocr.models.db import make_engine
+from qocr.migrations.database import open_database
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.store import Store
 from qocr.qwen.options import RecognizeOptions
@@ -31,6 +29,10 @@ class BatchRequest:
     s3_mode: str = "inline"
     schedule_name: str | None = None
     scheduled_for: Any = None
+    notify_url: str | None = None
+    # Set by scheduler.idempotency for a submit with a key: the key and the request's hash.
+    idempotency_key: str | None = None
+    request_sha256: str | None = None
 
     def spec(self) -> BatchSpec:
         return BatchSpec(
@@ -44,6 +46,9 @@ class BatchRequest:
             source_options={"s3_mode": self.s3_mode},
             schedule_name=self.schedule_name,
             scheduled_for=self.scheduled_for,
+            notify_url=self.notify_url,
+            idempotency_key=self.idempotency_key,
+            request_sha256=self.request_sha256,
         )
 
 
@@ -53,13 +58,12 @@ def _default_name(sources: list[str]) -> str:
 
 
 def open_store(settings: Settings) -> Store:
-    """The store, with its schema created on a new SQLite file and checked elsewhere."""
-    engine = make_engine(settings.database_url)
-    if engine.dialect.name == "sqlite":
-        migrate.upgrade(engine)  # the embedded default: nothing to set up by hand
-    elif not migrate.has_schema(engine):
-        raise ConfigError("the database has no qocr schema: run `qocr db upgrade` first")
-    return Store(engine)
+    """The store, with its schema created on a new SQLite file and checked elsewhere.
+
+    Opened as every command opens it: a database that is down, or slow to answer, is one
+    clear :class:`ConfigError` line within a connect timeout, not a driver traceback.
+    """
+    return Store(open_database(settings))
 
 
 def create_batch(store: Store, request: BatchRequest, settings: Settings) -> tuple[int, int]:

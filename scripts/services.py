@@ -33,14 +33,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import redis
-from private_servers import (
-    PrivateServer,
-    RunFolder,
-    ServerError,
-    run_folder,
-    start_postgres,
-    start_redis,
-)
+from private_servers import PrivateServer, ServerError, start_postgres, start_redis
+from run_folder import RunFolder, run_folder
 
 from qocr.redact import redact_text, redact_url
 

@@ -20,7 +20,8 @@ from qocr.settings import Settings, get_settings
 from qocr.worker.beat import register_tick_task
 from qocr.worker.limits import LIMITS
 from qocr.worker.process_state import ProcessState
-from qocr.worker.queues import CONTROL_QUEUE, ITEM_TASK, QUEUE, TICK_TASK
+from qocr.worker.queues import CONTROL_QUEUE, ITEM_TASK, QUEUE, SUBMIT_TASK, TICK_TASK
+from qocr.worker.submit_task import register_submit_task
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
-        "task_routes": {TICK_TASK: {"queue": CONTROL_QUEUE}},
+        "task_routes": {TICK_TASK: {"queue": CONTROL_QUEUE}, SUBMIT_TASK: {"queue": CONTROL_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_soft_time_limit": LIMITS.task_soft_time_limit_seconds,
@@ -49,7 +50,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_tasks_per_child": 10_000,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker blip must not kill calls in flight (they would be paid again once their
+        # lease ran out): a task that cannot ack is delivered again, and its claim finds
+        # the item finished or running, so the copy does nothing.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
@@ -75,6 +79,7 @@ def create_app(settings: Settings) -> QocrApp:
     app.state = ProcessState(app, settings)
     _register_item_task(app, app.state)
     register_tick_task(app, app.state)
+    register_submit_task(app, app.state)
     return app
 
 
@@ -99,9 +104,11 @@ def _register_item_task(app: Celery, state: ProcessState) -> None:
 
 
 def _is_disconnect(exc: Exception) -> bool:
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import DataError, IntegrityError
 
-    return isinstance(exc, OperationalError | InterfaceError)
+    # A dead or half-dead connection shows as operational, interface, or even programming
+    # errors ("can't change autocommit now"); only bad data is not worth a retry.
+    return not isinstance(exc, IntegrityError | DataError)
 
 
 _app: Celery | None = None

@@ -6,19 +6,26 @@ or an http(s) URL (sent as is; the provider downloads it, and reports when it ca
 
 from __future__ import annotations
 
+import errno
 import mimetypes
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qocr.errors import QocrError
+from qocr.models.text_caps import cap
 from qocr.qwen.images import MAX_ENCODED_BYTES
 from qocr.s3 import parse_s3_uri
+from qocr.scheduler.sources import file_kind
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 PRESIGN_SECONDS = 3600
+# A path in a message is cut to this: a manifest line can be a megabyte long.
+SHOWN_PATH_CHARS = 300
 
 
 class FetchError(QocrError):
@@ -105,17 +112,50 @@ def _s3_error(uri: str, exc: Exception) -> FetchError:
 
 
 def _local_bytes(path: Path) -> bytes:
+    shown = cap(str(path), SHOWN_PATH_CHARS)
     try:
-        size = path.stat().st_size
-        if size > MAX_ENCODED_BYTES:
+        # A path seen at submit may be a FIFO, a device or a socket now: stat it before any
+        # open (opening a FIFO with no writer blocks the thread for ever, its lease renewed
+        # all along), then open without blocking and check the file opened, in case the
+        # path changed in between.
+        _check_regular(os.stat(path), shown)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FetchError(f"no such file: {shown}", code="source_not_found") from None
+    except PermissionError:
+        raise FetchError(f"permission denied: {shown}", code="source_access_denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # what opening a socket answers
             raise FetchError(
-                f"{path} is {size} bytes, over the 10 MB image limit",
+                f"{shown} is not a regular file", code="source_not_regular_file"
+            ) from None
+        raise FetchError(f"cannot read {shown}: {exc.strerror}", code="source_unreadable") from None
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(os.fstat(fd), shown)
+        try:
+            # The file may grow after the stat: never read more than the limit allows.
+            data = handle.read(MAX_ENCODED_BYTES + 1)
+        except OSError as exc:
+            raise FetchError(
+                f"cannot read {shown}: {exc.strerror}", code="source_unreadable"
+            ) from None
+    if len(data) > MAX_ENCODED_BYTES:
+        raise FetchError(
+            f"{shown} is over {MAX_ENCODED_BYTES} bytes, the 10 MB image limit",
+            code="image_too_large",
+        )
+    return data
+
+
+def _check_regular(status: os.stat_result, shown: str) -> None:
+    mode = status.st_mode
+    if stat.S_ISREG(mode):
+        if status.st_size > MAX_ENCODED_BYTES:
+            raise FetchError(
+                f"{shown} is {status.st_size} bytes, over the 10 MB image limit",
                 code="image_too_large",
             )
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise FetchError(f"no such file: {path}", code="source_not_found") from None
-    except IsADirectoryError:
-        raise FetchError(f"{path} is a directory", code="source_not_found") from None
-    except PermissionError:
-        raise FetchError(f"permission denied: {path}", code="source_access_denied") from None
+        return
+    raise FetchError(
+        f"{shown} is {file_kind(mode)}, not an image file", code="source_not_regular_file"
+    )

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import tenacity
+from sqlalchemy.exc import DBAPIError
 
 from qocr.models.base import utcnow
 from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
@@ -22,8 +25,9 @@ from qocr.models.states import AttemptOutcome
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
 from qocr.qwen.result import OCRResult, Usage
-from qocr.qwen.retry import backoff_seconds, retry_policy
+from qocr.qwen.retry import retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
+from qocr.worker.breaker import CallOutcome
 from qocr.worker.fetch import FetchError
 from qocr.worker.limits import LIMITS
 from qocr.worker.runtime import BatchPlan, Runtime
@@ -34,6 +38,12 @@ log = logging.getLogger(__name__)
 # longer goes back to SQL with a retry time, so no worker slot sleeps through a long back-off.
 LATER_BASE_SECONDS = 5.0
 LATER_CAP_SECONDS = 300.0
+# A server error or a broken connection waits at most this long in SQL: when the provider
+# is back, the fleet is back at full rate within it (the breaker guards the outage itself).
+SERVER_ERROR_CAP_SECONDS = 30.0
+# An item found at claim time with its attempts spent: its last try never ended normally
+# (its worker died, or the try broke in a way the worker could not record).
+WORKER_ERROR = "worker_error"
 # Until real usage is seen, assume this many output tokens per call for the TPM estimate.
 INITIAL_OUTPUT_ESTIMATE = 400
 
@@ -47,14 +57,27 @@ class Outcome(StrEnum):
     RETRY_LATER = "retry_later"
     STOPPED = "stopped"  # the batch was stopped by this item's error
     LEASE_LOST = "lease_lost"
+    KEPT = "kept"  # paid result kept on disk until the database answers again
 
 
 class _NoSlot(Exception):
-    """The throttle has no slot within its max wait."""
+    """No call may go now: no throttle slot within its max wait, or the breaker is open."""
 
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"no throttle slot for {wait:.1f} s")
+    def __init__(self, wait: float, why: str = "no throttle slot") -> None:
+        super().__init__(f"{why} for {wait:.1f} s")
         self.wait = wait
+
+
+class _NoCall(Exception):
+    """The call could not be counted before leaving: the lease moved on, or none is left."""
+
+
+@dataclass
+class _Try:
+    """The call of one item being made now: its counted number and when it started."""
+
+    number: int | None = None
+    started: datetime = field(default_factory=utcnow)
 
 
 class ItemProcessor:
@@ -71,29 +94,43 @@ class ItemProcessor:
         if item is None:
             return Outcome.SKIPPED
         with self.rt.leases.holding(item):
+            if item.attempts >= self.rt.settings.max_attempts:
+                return self._spent(item)
+            current = _Try()
             try:
-                return self._process_claimed(item)
+                return self._process_claimed(item, current)
             except Exception as exc:
-                # A bug or an infrastructure failure (database, Redis) mid-item: give the item
-                # back for a later try instead of leaving it to the lease reaper.
+                # A bug or an infrastructure failure (database, Redis, a time limit) mid-item:
+                # give the item back for a later try, counted like any try, so an item that
+                # keeps breaking its worker runs out of attempts instead of looping.
                 log.exception("item %s: unexpected error", item.item_id)
-                self._give_back(item, exc)
+                self._give_back(item, current, exc)
                 raise
 
-    def _process_claimed(self, item: ClaimedItem) -> Outcome:
+    def _spent(self, item: ClaimedItem) -> Outcome:
+        message = (
+            f"{item.attempts} tries made (QOCR_MAX_ATTEMPTS={self.rt.settings.max_attempts}); "
+            "the last one did not end normally (its worker died or broke)"
+        )
+        self.rt.store.fail(item, WORKER_ERROR, message)
+        return Outcome.FAILED
+
+    def _process_claimed(self, item: ClaimedItem, current: _Try) -> Outcome:
         plan = self.rt.plan(item.batch_id)
         try:
             image, sha256 = self._load_image(item, plan)
         except FetchError as exc:
-            if exc.retryable:
-                self.rt.store.release(item, utcnow() + timedelta(seconds=LATER_BASE_SECONDS))
+            if exc.retryable and item.attempts + 1 < self.rt.settings.max_attempts:
+                attempt = self._local_attempt(exc.code, exc.message, AttemptOutcome.RETRY)
+                later = utcnow() + timedelta(seconds=later_seconds(item.attempts + 1, None))
+                self.rt.store.retry_later(item, attempt, later)
                 return Outcome.RETRY_LATER
             self.rt.store.fail(item, exc.code, exc.message)
             return Outcome.FAILED
         except ImageError as exc:
             self.rt.store.fail(item, exc.code, exc.message)
             return Outcome.FAILED
-        return self._call_and_persist(item, plan, image, sha256)
+        return self._call_and_persist(item, plan, image, sha256, current)
 
     def _load_image(self, item: ClaimedItem, plan: BatchPlan) -> tuple[PreparedImage, str | None]:
         raw = self.rt.fetcher.fetch(item.source, plan.s3_mode)
@@ -131,34 +168,52 @@ class ItemProcessor:
             self._url_image_estimate[model] = 0.8 * seen + 0.2 * usage.image_tokens
 
     def _call_and_persist(
-        self, item: ClaimedItem, plan: BatchPlan, image: PreparedImage, sha256: str | None
+        self,
+        item: ClaimedItem,
+        plan: BatchPlan,
+        image: PreparedImage,
+        sha256: str | None,
+        current: _Try,
     ) -> Outcome:
         estimate = self._estimate(plan, image)
         model = plan.options.model
         calls = 0
-        started = utcnow()
 
         def call_once() -> tuple[OCRResult, float]:
-            nonlocal calls, started
+            nonlocal calls
+            breaker_wait = self.rt.breaker.before_call(model)
+            if breaker_wait > 0:
+                raise _NoSlot(breaker_wait, "the provider is failing; circuit open")
             grant = self.rt.throttle.reserve(model, plan.limits, estimate)
             if not grant.granted:
                 raise _NoSlot(grant.wait)
             if grant.wait > 0:
                 self._sleep(grant.wait)
+            current.started = utcnow()
+            # Counted and on record before the request leaves, whatever happens after.
+            current.number = self.rt.store.begin_call(
+                item, current.started, self.rt.worker_name, self.rt.settings.max_attempts
+            )
+            if current.number is None:
+                raise _NoCall()
             calls += 1
-            started = utcnow()
             clock = time.perf_counter()
             try:
                 result = self.rt.client(plan.api).recognize_with(image, plan.options)
             except RateLimitError as exc:
                 self.rt.throttle.penalize(model, exc.retry_after)
                 raise
+            except QwenError as exc:
+                self.rt.breaker.record(model, breaker_outcome(exc))
+                raise
+            self.rt.breaker.record(model, CallOutcome.OK)
             return result, (time.perf_counter() - clock) * 1000
 
         def record_blip(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             assert isinstance(error, QwenError)
-            self.rt.store.record_retry(item, self._attempt(error, AttemptOutcome.RETRY, started))
+            self.rt.store.record_retry(item, self._attempt(error, AttemptOutcome.RETRY, current))
+            current.number = None
 
         attempts_left = self.rt.settings.max_attempts - item.attempts
         policy = retry_policy(
@@ -170,10 +225,14 @@ class ItemProcessor:
         try:
             result, latency_ms = policy(call_once)
         except _NoSlot as no_slot:
+            # No call was made in this try: the item waits without losing an attempt.
             self.rt.store.release(item, utcnow() + timedelta(seconds=no_slot.wait))
             return Outcome.RETRY_LATER
+        except _NoCall:
+            log.warning("item %s: lease lost before its call could be counted", item.item_id)
+            return Outcome.LEASE_LOST
         except QwenError as error:
-            return self._handle_error(item, plan, error, item.attempts + calls, started)
+            return self._handle_error(item, plan, error, item.attempts + calls, current)
 
         usage = result.usage
         if usage is not None:
@@ -181,16 +240,32 @@ class ItemProcessor:
             self._learn(model, image, usage)
         record = result_record(result, latency_ms, sha256, plan.options.fingerprint())
         attempt = AttemptRecord(
-            started_at=started,
+            started_at=current.started,
             ended_at=utcnow(),
             outcome=AttemptOutcome.SUCCEEDED,
             http_status=200,
             request_id=result.request_id,
             worker=self.rt.worker_name,
+            number=current.number,
         )
-        if self.rt.store.succeed(item, attempt, record):
-            return Outcome.SUCCEEDED
-        log.warning("item %s: lease lost before the result was saved", item.item_id)
+        return self._save(item, attempt, record)
+
+    def _save(self, item: ClaimedItem, attempt: AttemptRecord, record: ResultRecord) -> Outcome:
+        """Save a paid result; never throw it away to pay for it again."""
+        try:
+            if self.rt.store.succeed(item, attempt, record):
+                return Outcome.SUCCEEDED
+            # The lease moved on (this worker was slow to renew): the answer is still
+            # good, and the item may not have finished yet.
+            if self.rt.store.save_kept_result(item, attempt, record):
+                return Outcome.SUCCEEDED
+        except DBAPIError:
+            # The database is away: keep the answer on disk, save it when SQL is back.
+            log.warning("item %s: result could not be saved; kept", item.item_id, exc_info=True)
+            self.rt.leases.keep_holding(item)
+            self.rt.spool.keep(item, attempt, record)
+            return Outcome.KEPT
+        log.warning("item %s had finished elsewhere; this result is not kept", item.item_id)
         return Outcome.LEASE_LOST
 
     def _handle_error(
@@ -199,14 +274,14 @@ class ItemProcessor:
         plan: BatchPlan,
         error: QwenError,
         attempts_made: int,
-        started: datetime,
+        current: _Try,
     ) -> Outcome:
         if error.stops_batch:
             self.rt.store.fail(
                 item,
                 error.code,
                 error.message,
-                self._attempt(error, AttemptOutcome.STOPPED, started),
+                self._attempt(error, AttemptOutcome.STOPPED, current),
             )
             reason = f"{error.code}: {error.message}"
             cancelled = self.rt.store.stop_batch(plan.batch_id, reason, code="batch_stopped")
@@ -217,23 +292,18 @@ class ItemProcessor:
                 item,
                 error.code,
                 error.message,
-                self._attempt(error, AttemptOutcome.FAILED, started),
+                self._attempt(error, AttemptOutcome.FAILED, current),
             )
             return Outcome.FAILED
-        delay = backoff_seconds(
-            attempts_made, error.retry_after, base=LATER_BASE_SECONDS, cap=LATER_CAP_SECONDS
-        )
-        not_before = utcnow() + timedelta(seconds=delay)
+        not_before = utcnow() + timedelta(seconds=later_seconds(attempts_made, error))
         self.rt.store.retry_later(
-            item, self._attempt(error, AttemptOutcome.RETRY, started), not_before
+            item, self._attempt(error, AttemptOutcome.RETRY, current), not_before
         )
         return Outcome.RETRY_LATER
 
-    def _attempt(
-        self, error: QwenError, outcome: AttemptOutcome, started: datetime
-    ) -> AttemptRecord:
+    def _attempt(self, error: QwenError, outcome: AttemptOutcome, current: _Try) -> AttemptRecord:
         return AttemptRecord(
-            started_at=started,
+            started_at=current.started,
             ended_at=utcnow(),
             outcome=outcome,
             http_status=error.status,
@@ -242,13 +312,60 @@ class ItemProcessor:
             request_id=error.request_id,
             retry_after=error.retry_after,
             worker=self.rt.worker_name,
+            number=current.number,
         )
 
-    def _give_back(self, item: ClaimedItem, exc: Exception) -> None:
+    def _local_attempt(
+        self, code: str, message: str, outcome: AttemptOutcome, current: _Try | None = None
+    ) -> AttemptRecord:
+        """A try that ended on this side (a fetch that failed, a worker that broke)."""
+        now = utcnow()
+        return AttemptRecord(
+            started_at=current.started if current else now,
+            ended_at=now,
+            outcome=outcome,
+            error_code=code,
+            error_message=message,
+            worker=self.rt.worker_name,
+            number=current.number if current else None,
+            called=current is not None and current.number is not None,
+        )
+
+    def _give_back(self, item: ClaimedItem, current: _Try, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        attempt = self._local_attempt(WORKER_ERROR, message, AttemptOutcome.RETRY, current)
         try:
-            self.rt.store.release(item, utcnow() + timedelta(seconds=LATER_BASE_SECONDS))
+            later = utcnow() + timedelta(seconds=LATER_BASE_SECONDS)
+            self.rt.store.retry_later(item, attempt, later)
         except Exception:
-            log.warning("item %s: could not release (%s); the reaper will", item.item_id, exc)
+            # Still counted: the call (if any) was counted when it left, and the reaper
+            # counts a try that ends without a word when the lease runs out.
+            log.warning("item %s: could not give back (%s); the reaper will", item.item_id, exc)
+
+
+def breaker_outcome(error: QwenError) -> CallOutcome:
+    """What an error says about the provider's health (for the circuit breaker)."""
+    if isinstance(error, RateLimitError):
+        return CallOutcome.NEUTRAL
+    if error.status is None or error.status >= 500:
+        return CallOutcome.FAILED if error.retryable else CallOutcome.OK
+    return CallOutcome.OK
+
+
+def later_seconds(attempt: int, error: QwenError | None) -> float:
+    """How long an item waits in SQL before its next try: exponential, with a floor.
+
+    Half the delay is fixed and half is jitter, so a burst of failures spreads out but no
+    retry comes at once (a full-jitter delay may be 0, and an outage then spends attempts in
+    seconds). A server error waits at most :data:`SERVER_ERROR_CAP_SECONDS`; never sooner
+    than a Retry-After.
+    """
+    server_side = error is not None and (error.status is None or error.status >= 500)
+    cap = SERVER_ERROR_CAP_SECONDS if server_side else LATER_CAP_SECONDS
+    ceiling = min(cap, LATER_BASE_SECONDS * 2.0 ** max(attempt - 1, 0))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    retry_after = error.retry_after if error is not None else None
+    return max(delay, retry_after or 0.0)
 
 
 def result_record(

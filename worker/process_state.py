@@ -31,6 +31,7 @@ class ProcessState:
         self._lock = threading.Lock()
         self._processor: ItemProcessor | None = None
         self._tick: ScheduleTick | None = None
+        self._submit_store: Store | None = None
         # Weak receivers: a state (and its app) that is gone stops listening.
         signals.setup_logging.connect(self._setup_logging)
         signals.worker_process_init.connect(self._after_fork)
@@ -53,6 +54,17 @@ class ProcessState:
                 self._tick = ScheduleTick(self.settings, store, publish)
             return self._tick
 
+    def submit_store(self) -> Store:
+        """The store of ``qocr.submit`` tasks (docs/producers.md)."""
+        with self._lock:
+            if self._submit_store is None:
+                self._submit_store = Store(make_engine(self.settings.database_url))
+            return self._submit_store
+
+    def publish(self, store: Store) -> None:
+        """Top the broker up now (a new batch's first items), under the fleet's lock."""
+        publish_now(self.app, self.settings, store)
+
     def close(self) -> None:
         """Release connections and threads; the next task builds them again."""
         with self._lock:
@@ -60,8 +72,11 @@ class ProcessState:
                 self._processor.rt.close()
             if self._tick is not None:
                 self._tick.store.engine.dispose()
+            if self._submit_store is not None:
+                self._submit_store.engine.dispose()
             self._processor = None
             self._tick = None
+            self._submit_store = None
 
     def _setup_logging(self, **_: Any) -> None:
         secret = self.settings.api_key.get_secret_value() if self.settings.api_key else None
@@ -72,8 +87,11 @@ class ProcessState:
         with self._lock:
             if self._processor is not None:
                 self._processor.rt.after_fork()
+            if self._submit_store is not None:
+                self._submit_store.engine.dispose(close=False)
             self._processor = None
             self._tick = None
+            self._submit_store = None
 
     def _on_shutdown(self, **_: Any) -> None:
         self.close()

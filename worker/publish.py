@@ -19,6 +19,7 @@ from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.scheduler.dispatch import Dispatcher, Publish, top_up_once, window_for
 from qocr.scheduler.fleet_lock import FleetLock
+from qocr.scheduler.notify import Notifier
 from qocr.settings import Settings
 from qocr.worker.limits import LIMITS
 from qocr.worker.queues import ITEM_TASK, QUEUE, RETRY_QUEUE
@@ -48,6 +49,10 @@ def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher
         window=window_for(rpm, LIMITS.dispatch_window_seconds),
         lost_after=timedelta(seconds=LIMITS.lost_message_seconds),
         redis_client=redis.Redis.from_url(settings.broker_url),
+        # One lease renewal round, and a second to spare for a worker's first try after.
+        reap_grace=timedelta(seconds=settings.lease_seconds / LIMITS.lease_renewals_per_lease + 2),
+        # Only a running dispatcher's tick sends webhooks; a one-shot publish never ticks.
+        notifier=Notifier.from_settings(settings, store.engine),
     )
 
 

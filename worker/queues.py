@@ -11,3 +11,5 @@ ALL_QUEUES = (QUEUE, RETRY_QUEUE, CONTROL_QUEUE)
 
 ITEM_TASK = "qocr.process_item"
 TICK_TASK = "qocr.schedule_tick"
+# Producers that reach only the broker submit batches with it (docs/producers.md).
+SUBMIT_TASK = "qocr.submit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ from qocr.qwen.client import QwenOCRClient
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
 from qocr.settings import Settings
+from qocr.worker.breaker import CircuitBreaker, KeyValue, MemoryKeyValue, RedisKeyValue
 from qocr.worker.fetch import ImageFetcher
 from qocr.worker.leases import LeaseKeeper
 from qocr.worker.limits import LIMITS
+from qocr.worker.result_spool import ResultSpool
 from qocr.worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
 
 
@@ -40,8 +43,10 @@ class Runtime:
         settings: Settings,
         throttle_backend: ThrottleBackend | None = None,
         store: Store | None = None,
+        breaker_kv: KeyValue | None = None,
     ) -> None:
         self.settings = settings
+        self._breaker_kv = breaker_kv
         if store is not None:
             self.__dict__["store"] = store  # shared with the caller (the embedded mode)
         self.worker_name = f"{socket.gethostname()}:{threading.get_native_id()}"
@@ -73,6 +78,27 @@ class Runtime:
         from qocr.worker.throttle_redis import RedisBackend
 
         return RedisBackend(redis.Redis.from_url(self.settings.effective_redis_url))
+
+    @cached_property
+    def breaker(self) -> CircuitBreaker:
+        kv = self._breaker_kv
+        if kv is None:
+            import redis
+
+            kv = RedisKeyValue(redis.Redis.from_url(self.settings.effective_redis_url))
+        return CircuitBreaker(kv)
+
+    @cached_property
+    def spool(self) -> ResultSpool:
+        # One folder per database: a kept result belongs to the database its item is in.
+        database = self.store.engine.url.render_as_string(hide_password=True)
+        folder = hashlib.sha256(database.encode()).hexdigest()[:16]
+        spool = ResultSpool(self.settings.effective_spool_dir / folder, self.store)
+        # A kept result's item stays leased until it is saved.
+        spool.on_saved = self.leases.stop_holding
+        if spool.pending():  # what a predecessor on this machine kept
+            spool.start()
+        return spool
 
     @cached_property
     def leases(self) -> LeaseKeeper:
@@ -120,6 +146,8 @@ class Runtime:
         return plan
 
     def close(self) -> None:
+        if "spool" in self.__dict__:
+            self.spool.stop()
         if "leases" in self.__dict__:
             self.leases.stop()
         for client in self._clients.values():
@@ -133,9 +161,13 @@ class Runtime:
         if "store" in self.__dict__:
             self.store.engine.dispose(close=False)
         self.__dict__.pop("leases", None)
+        self.__dict__.pop("spool", None)
+        self.__dict__.pop("breaker", None)
         self._clients.clear()
 
 
 def memory_runtime(settings: Settings, store: Store | None = None) -> Runtime:
     """A runtime whose throttle lives in this process: the embedded mode (no Redis)."""
-    return Runtime(settings, throttle_backend=MemoryBackend(), store=store)
+    return Runtime(
+        settings, throttle_backend=MemoryBackend(), store=store, breaker_kv=MemoryKeyValue()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery, signals
@@ -12,8 +13,10 @@ from qocr.models.store import Store
 from qocr.scheduler.dispatch import DispatchService
 from qocr.scheduler.fleet_lock import FleetLock
 from qocr.settings import Settings
+from qocr.worker.limits import LIMITS
 from qocr.worker.publish import make_dispatcher
 from qocr.worker.queues import ALL_QUEUES
+from qocr.worker.received import ReceivedLeases
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,15 @@ def run_worker(
 ) -> None:
     """Start the worker in this process; returns when it shuts down."""
     services: list[DispatchService] = []
+    # Leased the moment their messages arrive, so a kill strands none (worker/received.py).
+    received = ReceivedLeases(
+        Store(make_engine(settings.database_url)),
+        timedelta(seconds=settings.lease_seconds),
+        renewals_per_lease=LIMITS.lease_renewals_per_lease,
+    )
+    received.start()
+    signals.task_received.connect(received.on_task_received, weak=False)
+    signals.worker_shutdown.connect(lambda **_: received.stop(), weak=False)
 
     def start_dispatch(**_: Any) -> None:
         store = Store(make_engine(settings.database_url))

@@ -5,6 +5,8 @@ worker (outcome ``in_flight``, no ``ended_at`` yet), in the same transaction tha
 on the item; the outcome is filled in when the call returns. A worker that dies mid-call
 leaves the row in flight, and the reaper marks it ``abandoned``. So the number of calls per
 item is bounded by ``QOCR_MAX_ATTEMPTS`` whatever happens after the request leaves.
+``called`` tells the tries that sent a request from those that ended before one (a fetch
+that failed, a worker that died loading the image): both count toward the attempts.
 
 Revision ID: 0005
 Revises: 0004
@@ -34,6 +36,9 @@ def upgrade() -> None:
         batch_op.drop_constraint("attempt_outcome", type_="check")
         batch_op.create_check_constraint("attempt_outcome", _outcome_check(NEW_OUTCOMES))
         batch_op.alter_column("ended_at", existing_type=sa.DateTime(timezone=True), nullable=True)
+        batch_op.add_column(
+            sa.Column("called", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
 
 
 def downgrade() -> None:
@@ -44,6 +49,7 @@ def downgrade() -> None:
         "WHERE outcome IN ('in_flight', 'abandoned')"
     )
     with op.batch_alter_table("attempts") as batch_op:
+        batch_op.drop_column("called")
         batch_op.drop_constraint("attempt_outcome", type_="check")
         batch_op.create_check_constraint("attempt_outcome", _outcome_check(OLD_OUTCOMES))
         batch_op.alter_column("ended_at", existing_type=sa.DateTime(timezone=True), nullable=False)

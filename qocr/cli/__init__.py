@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import click
 
-from qocr.errors import QocrError
+from qocr.errors import NotFoundError, QocrError
 
 
 class Entry(NamedTuple):
@@ -87,14 +87,16 @@ class QocrUsageError(click.ClickException):
 class LazyGroup(click.Group):
     """A group whose commands are imported only when they run.
 
-    qocr's own errors (bad settings, bad sources, bad ids) and a database that stops
-    answering become one clear line on stderr and exit code 2, however the group is invoked
-    (console script or test runner).
+    qocr's own errors (bad settings, bad sources) and a database that stops answering become
+    one clear line on stderr and exit code 2, an unknown id or key exit code 1, however the
+    group is invoked (console script or test runner).
     """
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except NotFoundError as exc:
+            raise click.ClickException(exc.message) from None
         except QocrError as exc:
             raise QocrUsageError(exc.message) from None
         except Exception as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,8 +10,9 @@ import click
 
 from qocr.cli.sampling_options import SAMPLING_OPTIONS, sampling_values
 from qocr.errors import QocrError
-from qocr.qwen.options import RecognizeOptions
 from qocr.qwen.tasks import TASKS
+from qocr.scheduler.requests import request_from_options
+from qocr.scheduler.schema_file import SchemaError, read_schema_file
 from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Settings
 
@@ -55,6 +55,12 @@ def batch_options(command: F) -> F:
             type=click.Choice(["inline", "presign"]),
             help="Send S3 images inline (base64) or as presigned URLs (default: QOCR_S3_MODE).",
         ),
+        click.option(
+            "--notify",
+            metavar="URL",
+            help="POST the batch's status document to URL when it ends, signed with "
+            "QOCR_WEBHOOK_SECRET (docs/webhooks.md).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
     ]
     for decorator in reversed(decorators):
@@ -63,45 +69,38 @@ def batch_options(command: F) -> F:
 
 
 def build_request(settings: Settings, params: dict[str, Any]) -> BatchRequest:
-    """Validate the options into a request; bad values raise a clear :class:`QocrError`."""
-    schema = _read_schema(params.get("schema_file"))
-    task = params.get("task")
-    if schema is not None and task is None:
-        task = "key_information_extraction"
-    options = RecognizeOptions(
-        model=params.get("model") or settings.model,
-        task=task,
-        prompt=params.get("prompt"),
-        result_schema=schema,
-        min_pixels=params.get("min_pixels"),
-        max_pixels=params.get("max_pixels"),
-        enable_rotate=params.get("rotate"),
-        max_tokens=params.get("max_tokens"),
-        stream=bool(params.get("stream")),
-        granted_max_tokens=settings.granted_max_tokens,
+    """Validate the options into a request; bad values raise a clear :class:`QocrError`.
+
+    The rules are the Python API's and the broker's (:func:`request_from_options`), so a
+    value is refused the same way whoever sent it.
+    """
+    return request_from_options(settings, list(params["sources"]), request_options(params))
+
+
+def request_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The submit options (``Client.submit`` keywords) the command line was given."""
+    return {
+        "name": params.get("name"),
+        "api": params.get("api"),
+        "model": params.get("model") or None,
+        "task": params.get("task"),
+        "prompt": params.get("prompt"),
+        "schema": _read_schema(params.get("schema_file")),
+        "min_pixels": params.get("min_pixels"),
+        "max_pixels": params.get("max_pixels"),
+        "rotate": params.get("rotate"),
+        "max_tokens": params.get("max_tokens"),
+        "stream": bool(params.get("stream")),
         **sampling_values(params),
-    )
-    return BatchRequest(
-        sources=list(params["sources"]),
-        options=options,
-        api=params.get("api") or settings.api,
-        name=params.get("name"),
-        s3_mode=params.get("s3_mode") or settings.s3_mode,
-    )
+        "s3_mode": params.get("s3_mode"),
+        "notify": params.get("notify"),
+    }
 
 
 def _read_schema(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise QocrError(f"--schema {path}: {exc.strerror}", code="schema_unreadable") from None
-    except json.JSONDecodeError as exc:
-        raise QocrError(
-            f"--schema {path}: invalid JSON at line {exc.lineno}: {exc.msg}",
-            code="schema_invalid",
-        ) from None
-    if not isinstance(schema, dict) or not schema:
-        raise QocrError(f"--schema {path}: must be a non-empty JSON object", code="schema_invalid")
-    return schema
+        return read_schema_file(path)
+    except SchemaError as exc:
+        raise QocrError(f"--schema {path}: {exc.message}", code=exc.code) from None

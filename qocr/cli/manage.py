@@ -1,7 +1,7 @@
 """``qocr show``, ``qocr retry`` and ``qocr cancel``: one item in full, and a batch's controls.
 
-Retry and cancel are the store's transitions (:meth:`Store.requeue_failed`,
-:meth:`Store.cancel_batch`); this module only checks the id and reports what changed.
+Retry and cancel are the Python API's (``Client.retry``, ``Client.cancel``, over the store's
+transitions); this module only reports what changed.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from typing import Any
 
 import click
 
+from qocr.api import Client
 from qocr.cli.reading import api_secret, dump, no_such, open_reports
 from qocr.models.documents import iso, item_json
 from qocr.models.report_records import AttemptInfo, ItemDetail
-from qocr.models.reports import Reports
-from qocr.models.states import BatchState, ItemState
-from qocr.models.store import Store
+from qocr.models.states import BatchState
 from qocr.redact import redact_text
 from qocr.settings import get_settings
 
@@ -121,17 +120,14 @@ def retry(batch_id: int, codes: tuple[str, ...], as_json: bool) -> None:
     Running workers (`qocr worker`) dispatch them again within a second.
     """
     wanted = _split_codes(codes)
-    with open_reports(get_settings()) as reports:
-        _require_batch(reports, batch_id)
-        eligible = reports.requeueable(batch_id, wanted)
-        # requeue_failed also reopens the batch; with nothing to requeue it would be left
-        # "running" with no item to finish it.
-        requeued = Store(reports.engine).requeue_failed(batch_id, wanted) if eligible else 0
-        state = _require_batch(reports, batch_id).value
+    with Client(get_settings()) as client:
+        outcome = client.retry(batch_id, wanted)
     if as_json:
-        click.echo(dump({"id": batch_id, "requeued": requeued, "codes": wanted, "state": state}))
-    elif requeued:
-        click.echo(f"batch {batch_id}: {requeued} items queued again (batch {state})")
+        click.echo(dump(outcome.to_dict()))
+    elif outcome.requeued:
+        click.echo(
+            f"batch {batch_id}: {outcome.requeued} items queued again (batch {outcome.state.value})"
+        )
     else:
         which = f" with code {', '.join(wanted)}" if wanted else ""
         click.echo(f"batch {batch_id}: no failed or cancelled items{which} to retry")
@@ -142,30 +138,14 @@ def retry(batch_id: int, codes: tuple[str, ...], as_json: bool) -> None:
 @JSON_OPTION
 def cancel(batch_id: int, as_json: bool) -> None:
     """Cancel BATCH: its queued items are cancelled now; running items finish."""
-    with open_reports(get_settings()) as reports:
-        before = _require_batch(reports, batch_id)
-        cancelled = Store(reports.engine).cancel_batch(batch_id)
-        state = _require_batch(reports, batch_id)
-        running = reports.counts(batch_id)[ItemState.RUNNING]
+    with Client(get_settings()) as client:
+        outcome = client.cancel(batch_id)
     if as_json:
-        document = {
-            "id": batch_id,
-            "state": state.value,
-            "cancelled": cancelled,
-            "running": running,
-        }
-        click.echo(dump(document))
-    elif before != BatchState.RUNNING and not cancelled:
-        click.echo(f"batch {batch_id} is {before.value}: nothing to cancel")
+        click.echo(dump(outcome.to_dict()))
+    elif outcome.previous_state != BatchState.RUNNING and not outcome.cancelled:
+        click.echo(f"batch {batch_id} is {outcome.previous_state.value}: nothing to cancel")
     else:
         click.echo(
-            f"batch {batch_id} {state.value}: {cancelled} queued items cancelled, "
-            f"{running} running items will finish"
+            f"batch {batch_id} {outcome.state.value}: {outcome.cancelled} queued items "
+            f"cancelled, {outcome.running} running items will finish"
         )
-
-
-def _require_batch(reports: Reports, batch_id: int) -> BatchState:
-    batch = reports.batch(batch_id)
-    if batch is None:
-        raise no_such("batch", batch_id)
-    return batch.state

@@ -1,4 +1,4 @@
-"""Pricing for ``qocr status``: the price options, and a batch's estimated cost as JSON."""
+"""Pricing for ``qocr status``: the price options (the cost itself: models.batch_documents)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import click
 
-from qocr.models.report_records import BatchSummary
 from qocr.pricing import PriceTable, price_table
 from qocr.qwen.catalog import REGIONS
 from qocr.settings import Settings
@@ -51,30 +50,3 @@ def prices_from(settings: Settings, params: dict[str, Any]) -> PriceTable:
         price_in=params.get("price_in"),
         price_out=params.get("price_out"),
     )
-
-
-def cost_json(summary: BatchSummary, prices: PriceTable) -> dict[str, Any]:
-    """Estimated USD: input tokens (image tokens included) and output tokens at model prices."""
-    models = []
-    total_usd = 0.0
-    for model, usage in sorted(summary.usage_by_model.items()):
-        price = prices.price(model)
-        usd = price.cost(usage.input_tokens, usage.output_tokens)
-        total_usd += usd
-        models.append(
-            {
-                "model": model,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "usd_per_million_input": price.input_per_million,
-                "usd_per_million_output": price.output_per_million,
-                "price_source": price.source,
-                "usd": round(usd, 6),
-            }
-        )
-    return {
-        "currency": "USD",
-        "region": prices.region,
-        "usd": round(total_usd, 6),
-        "models": models,
-    }

@@ -1,6 +1,6 @@
 """``qocr status`` for people: the batch table, one batch's summary, the ``--watch`` bar.
 
-Everything here is drawn from the JSON documents of :mod:`qocr.cli.summary` (or, for the
+Everything here is drawn from the JSON documents of :mod:`models.batch_documents` (or, for the
 bar, the live counts), so the human and the JSON output never disagree. rich is imported
 only when something is drawn.
 """
@@ -103,7 +103,41 @@ def render_summary(doc: dict[str, Any]) -> None:
     usd = cost["usd"]
     amount = f"{usd:,.6f}" if usd < 1 else f"{usd:,.2f}"
     grid.add_row("Cost", escape(f"~${amount} ({cost['region']} prices: {', '.join(sources)})"))
+    if doc.get("idempotency_key"):
+        grid.add_row("Key", escape(doc["idempotency_key"]))
+    for line in webhook_lines(doc):
+        grid.add_row("Webhook", escape(line))
     console().print(grid)
+
+
+def webhook_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per delivery of the batch's webhook, or where it will go when it ends."""
+    deliveries = doc.get("webhooks") or []
+    if not deliveries and doc.get("notify_url"):
+        return [f"{doc['notify_url']}: when the batch ends"]
+    lines = []
+    for delivery in deliveries:
+        tries = f"{delivery['attempts']} attempt{'s' if delivery['attempts'] != 1 else ''}"
+        line = f"{delivery['event']} → {delivery['url']}: {delivery['state']} ({tries}"
+        if delivery["state"] == "delivered":
+            line += f", HTTP {delivery['last_http_status']} at {delivery['delivered_at']})"
+        elif delivery["last_error"]:
+            line += f", last: {delivery['last_error']}"
+            if delivery["next_attempt_at"]:
+                line += f"; next try {delivery['next_attempt_at']}"
+            line += ")"
+        else:
+            line += ")"
+        lines.append(f"{line} [{delivery['delivery_id']}]")
+    return lines
+
+
+def render_rejection(key: str, rejection: dict[str, Any]) -> None:
+    """A submit under ``key`` that made no batch."""
+    click.echo(
+        f"submit with key {key} rejected at {rejection['created_at']}: "
+        f"{rejection['code']}: {rejection['message']}"
+    )
 
 
 def follow(reports: Reports, batch_id: int, interval_seconds: float, show_bar: bool) -> None:

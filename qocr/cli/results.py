@@ -1,7 +1,9 @@
 """``qocr results``: stream a batch's items and results as JSONL or CSV, to stdout, a file or S3.
 
-Rows come from :meth:`Reports.iter_items`, one page of item ids at a time, so a batch of any
-size is exported in constant memory. A file or S3 object is written to a temporary file
+JSONL lines are the Python API's records (``Client.results``); CSV rows come from
+:meth:`Reports.iter_items` (with a first pass over the results for the columns). Either way
+one page of item ids is read at a time, so a batch of any size is exported in constant
+memory. A file or S3 object is written to a temporary file
 first: a failed export leaves no half-written output behind.
 """
 
@@ -17,11 +19,11 @@ from typing import IO
 
 import click
 
+from qocr.api import Client, ItemResult
 from qocr.cli.csv_export import kv_columns_of, write_csv
-from qocr.cli.reading import api_secret, dump, no_such, open_reports
+from qocr.cli.reading import api_secret, dump
 from qocr.errors import QocrError
-from qocr.models.documents import item_json
-from qocr.models.report_records import ItemRow
+from qocr.models.reports import Reports
 from qocr.models.states import ItemState
 from qocr.redact import redact_text
 from qocr.s3 import S3Location, make_s3_client, parse_s3_uri
@@ -36,10 +38,10 @@ class ExportError(QocrError):
     code = "export_failed"
 
 
-def write_jsonl(rows: Iterable[ItemRow], stream: IO[str], secret: str | None) -> int:
+def write_jsonl(results: Iterable[ItemResult], stream: IO[str]) -> int:
     count = 0
-    for row in rows:
-        stream.write(dump(item_json(row, secret)) + "\n")
+    for result in results:
+        stream.write(dump(result.to_dict()) + "\n")
         count += 1
     return count
 
@@ -83,18 +85,19 @@ def results(
     target = _s3_target(out) if out and out.startswith("s3://") else None
     if out and target is None and Path(out).is_dir():
         raise click.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
-    with open_reports(settings) as reports:
-        batch = reports.batch(batch_id)
-        if batch is None:
-            raise no_such("batch", batch_id)
+    with Client(settings) as client:
+        results = client.results(batch_id, state=only)  # an unknown id fails here
+        reports = Reports(client.engine)
 
         def export(stream: IO[str]) -> int:
-            rows = reports.iter_items(batch_id, only)
             if fmt == "jsonl":
-                return write_jsonl(rows, stream, secret)
+                return write_jsonl(results, stream)
+            batch = reports.batch(batch_id)
+            assert batch is not None
             # Without a schema, a first pass over the results finds the columns (lazily).
             kv_results = reports.iter_kv_results(batch_id, only)
             columns = kv_columns_of(batch.result_schema, kv_results)
+            rows = reports.iter_items(batch_id, only)
             return write_csv(rows, stream, columns, secret, escape=not csv_raw)
 
         if out is None:

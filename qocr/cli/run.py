@@ -1,23 +1,17 @@
-"""``qocr run``: create a batch and process it here, with no broker (the embedded mode)."""
+"""``qocr run``: create a batch and process it here, with no broker (``Client.run``)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from qocr.cli.batch_options import batch_options, build_request
+from qocr.api import Batch, Client, Counts
+from qocr.cli.batch_options import batch_options, request_options
 from qocr.logs import configure_logging
-from qocr.migrations.database import open_database
-from qocr.models.states import TERMINAL_ITEM_STATES, ItemState
-from qocr.models.store import Store
-from qocr.scheduler.submit import create_batch
 from qocr.settings import get_settings
-from qocr.worker.embedded import run_batch
-from qocr.worker.process import ItemProcessor
-from qocr.worker.runtime import memory_runtime
 
 
 @click.command()
@@ -28,45 +22,59 @@ def run(concurrency: int, **params: Any) -> None:
     settings = get_settings()
     secret = settings.api_key.get_secret_value() if settings.api_key else None
     configure_logging("WARNING", secret)
-    settings.require_api_key()
-    request = build_request(settings, params)
-    store = Store(open_database(settings))
-    runtime = memory_runtime(settings, store)
-    batch_id, count = create_batch(store, request, settings)
-    processor = ItemProcessor(runtime)
-    if params["as_json"]:
-        counts = run_batch(processor, batch_id, concurrency)
-    else:
-        click.echo(f"batch {batch_id}: {count} items")
-        counts = _run_with_progress(processor, batch_id, count, concurrency)
-    runtime.close()
-    summary = {state.value: counts[state] for state in ItemState}
-    if params["as_json"]:
-        click.echo(json.dumps({"id": batch_id, "items": count, "counts": summary}))
+    as_json = params["as_json"]
+    with ExitStack() as stack:
+        client = stack.enter_context(Client(settings))
+        bar = _ProgressBar(stack) if not as_json else None
+        batch = client.run(
+            list(params["sources"]),
+            concurrency=concurrency,
+            on_start=bar.start if bar else None,
+            on_progress=bar.update if bar else None,
+            **request_options(params),
+        )
+    counts = batch.counts
+    if as_json:
+        click.echo(json.dumps({"id": batch.id, "items": batch.total, "counts": counts.to_dict()}))
     else:
         click.echo(
-            f"batch {batch_id}: {summary['succeeded']} succeeded, {summary['failed']} failed, "
-            f"{summary['cancelled']} cancelled. Results: qocr results {batch_id}"
+            f"batch {batch.id}: {counts.succeeded} succeeded, {counts.failed} failed, "
+            f"{counts.cancelled} cancelled. Results: qocr results {batch.id}"
         )
-    if counts[ItemState.FAILED] or counts[ItemState.CANCELLED]:
+    if counts.failed or counts.cancelled:
         raise SystemExit(1)
 
 
-def _run_with_progress(
-    processor: ItemProcessor, batch_id: int, total: int, concurrency: int
-) -> dict[ItemState, int]:
-    columns = (
-        TextColumn("[bold]OCR[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns) as progress:
-        bar = progress.add_task("ocr", total=total, failed=0)
+class _ProgressBar:
+    """The rich progress bar, started once the batch exists (its size is known then)."""
 
-        def update(counts: dict[ItemState, int]) -> None:
-            finished = sum(counts[state] for state in TERMINAL_ITEM_STATES)
-            progress.update(bar, completed=finished, failed=counts[ItemState.FAILED])
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._progress: Any = None
+        self._bar: Any = None
 
-        return run_batch(processor, batch_id, concurrency, on_progress=update)
+    def start(self, batch: Batch) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        click.echo(f"batch {batch.id}: {batch.total} items")
+        columns = (
+            TextColumn("[bold]OCR[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+        )
+        self._progress = self._stack.enter_context(Progress(*columns))
+        self._bar = self._progress.add_task("ocr", total=batch.total, failed=0)
+
+    def update(self, counts: Counts) -> None:
+        if self._progress is None:
+            return
+        finished = counts.succeeded + counts.failed + counts.cancelled
+        self._progress.update(self._bar, completed=finished, failed=counts.failed)

@@ -1,7 +1,8 @@
 """``qocr status``: the recent batches, or one batch's progress, tokens, errors and cost.
 
-The parts: :mod:`qocr.cli.summary` reads the reports into JSON documents,
-:mod:`qocr.cli.prices` prices them, :mod:`qocr.cli.render` draws them for people.
+The documents come from the Python API (:class:`qocr.api.Client`), which reads them from
+:mod:`models.batch_documents`; :mod:`qocr.cli.prices` prices them, :mod:`qocr.cli.render`
+draws them for people.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from typing import Any
 
 import click
 
+from qocr.api import Client, Submission
 from qocr.cli.prices import price_options, prices_from
-from qocr.cli.reading import api_secret, dump, no_such, open_reports
-from qocr.cli.render import follow, render_list, render_summary
-from qocr.cli.summary import batch_document, batch_list
+from qocr.cli.reading import dump
+from qocr.cli.render import follow, render_list, render_rejection, render_summary
+from qocr.models.reports import Reports
 from qocr.models.states import BatchState
 from qocr.settings import get_settings
 
@@ -25,6 +27,13 @@ from qocr.settings import get_settings
     "--state",
     type=click.Choice([state.value for state in BatchState]),
     help="List only batches in this state.",
+)
+@click.option(
+    "--key",
+    "idempotency_key",
+    metavar="KEY",
+    help="Show what the submits with this idempotency key made: its batch, or why none "
+    "was made (a rejected `qocr.submit` message).",
 )
 @click.option("--watch", is_flag=True, help="Follow BATCH with a progress bar until it ends.")
 @click.option(
@@ -40,6 +49,7 @@ def status(
     batch_id: int | None,
     limit: int,
     state: str | None,
+    idempotency_key: str | None,
     watch: bool,
     interval: float,
     as_json: bool,
@@ -47,25 +57,54 @@ def status(
 ) -> None:
     """List recent batches, or show BATCH: items by state, throughput, tokens, errors, cost."""
     settings = get_settings()
-    secret = api_secret(settings)
-    if batch_id is None:
-        if watch:
-            raise click.UsageError("--watch needs a BATCH id")
-        with open_reports(settings) as reports:
-            documents = batch_list(reports, limit, BatchState(state) if state else None, secret)
-        if as_json:
-            click.echo(dump({"batches": documents}))
+    with Client(settings) as client:
+        if idempotency_key is not None:
+            if batch_id is not None:
+                raise click.UsageError("give BATCH or --key, not both")
+            submission = client.get_by_key(idempotency_key)
+            if submission.batch is None:
+                _show_submission(submission, None, as_json)
+                return
+            batch_id = submission.batch.id
         else:
-            render_list(documents)
-        return
-    prices = prices_from(settings, params)
-    with open_reports(settings) as reports:
+            submission = None
+        if batch_id is None:
+            if watch:
+                raise click.UsageError("--watch needs a BATCH id")
+            batches = client.recent(limit, BatchState(state) if state else None)
+            documents = [batch.to_dict() for batch in batches]
+            if as_json:
+                click.echo(dump({"batches": documents}))
+            else:
+                render_list(documents)
+            return
+        prices = prices_from(settings, params)
         if watch:
-            if reports.batch(batch_id) is None:
-                raise no_such("batch", batch_id)
-            follow(reports, batch_id, interval, show_bar=not as_json)
-        document = batch_document(reports, batch_id, prices, secret)
-    if as_json:
+            client.get(batch_id)  # an unknown id is an error before anything is drawn
+            follow(Reports(client.engine), batch_id, interval, show_bar=not as_json)
+        document = client.status_document(batch_id, prices=prices)
+    if submission is not None:
+        _show_submission(submission, document, as_json)
+    elif as_json:
         click.echo(dump(document))
     else:
         render_summary(document)
+
+
+def _show_submission(
+    submission: Submission, document: dict[str, Any] | None, as_json: bool
+) -> None:
+    """``status --key``: the batch's document (or null) and the rejection (or null)."""
+    rejection = submission.rejection
+    if as_json:
+        shown = {
+            "idempotency_key": submission.idempotency_key,
+            "batch": document,
+            "rejection": rejection.to_dict() if rejection else None,
+        }
+        click.echo(dump(shown))
+        return
+    if document is not None:
+        render_summary(document)
+    if rejection is not None:
+        render_rejection(submission.idempotency_key, rejection.to_dict())

@@ -1,4 +1,4 @@
-"""``qocr submit``: create a batch in SQL and dispatch it to the workers."""
+"""``qocr submit``: create a batch in SQL and dispatch it to the workers (``Client.submit``)."""
 
 from __future__ import annotations
 
@@ -7,36 +7,34 @@ from typing import Any
 
 import click
 
-from qocr.cli.batch_options import batch_options, build_request
-from qocr.scheduler.submit import create_batch, open_store
+from qocr.api import Client
+from qocr.cli.batch_options import batch_options, request_options
 from qocr.settings import get_settings
 
 
 @click.command()
 @batch_options
-def submit(**params: Any) -> None:
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Submit at most once for KEY: the same KEY and request again print the batch made "
+    "the first time and create nothing; KEY with a different request is refused (exit 2).",
+)
+def submit(idempotency_key: str | None, **params: Any) -> None:
     """Create a batch of SOURCES (URLs, files, folders, s3://..., @manifest) for the workers.
 
     Prints the batch id. Workers (`qocr worker`) pick the items up; `qocr status ID` follows.
     """
-    import logging
-
-    from qocr.worker.app import create_app
-    from qocr.worker.publish import publish_now
-
-    settings = get_settings()
-    request = build_request(settings, params)
-    store = open_store(settings)
-    batch_id, count = create_batch(store, request, settings)
-    try:
-        # Under the fleet's lock: a running worker's dispatcher, if any, publishes instead.
-        publish_now(create_app(settings), settings, store)
-    except Exception as exc:  # the batch is safe in SQL; a worker's dispatcher sends it later
-        logging.getLogger(__name__).warning(
-            "batch %s saved but not dispatched yet (%s)", batch_id, type(exc).__name__
+    with Client(get_settings()) as client:
+        batch = client.submit(
+            list(params["sources"]), idempotency_key=idempotency_key, **request_options(params)
         )
     if params["as_json"]:
-        click.echo(json.dumps({"id": batch_id, "items": count}))
+        click.echo(json.dumps({"id": batch.id, "items": batch.total, "existing": batch.existing}))
+    elif batch.existing:
+        click.echo(
+            f"batch {batch.id}: {batch.total} items, submitted before with this idempotency "
+            "key (nothing created)"
+        )
     else:
-        click.echo(f"batch {batch_id}: {count} items queued")
-    store.engine.dispose()
+        click.echo(f"batch {batch.id}: {batch.total} items queued")

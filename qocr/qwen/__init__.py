@@ -3,7 +3,8 @@
 Modules, one job each: ``images`` (sniff and check), ``catalog`` (models, regions, prices),
 ``tokens`` (estimates), ``tasks`` (built-in tasks), ``options`` (request options),
 ``request`` (build), ``parse`` / ``sse`` / ``stream`` (read answers), ``classify`` and
-``errors`` (failures), ``retry`` (policy), ``core`` / ``client`` (transport).
+``errors`` (failures), ``caps`` / ``budget`` / ``watchdog`` (what one call may take: bytes,
+characters, time), ``retry`` (policy), ``core`` / ``client`` (transport).
 """
 
 import importlib
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         QuotaExceededError,
         QwenError,
         RateLimitError,
+        ResponseTooLargeError,
         ServerError,
     )
     from qocr.qwen.images import ImageInfo, inspect_image, to_data_url
@@ -58,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "PermissionDeniedError": "qocr.qwen.errors",
     "ProtocolError": "qocr.qwen.errors",
     "QuotaExceededError": "qocr.qwen.errors",
+    "ResponseTooLargeError": "qocr.qwen.errors",
     "QwenError": "qocr.qwen.errors",
     "QwenOCRClient": "qocr.qwen.client",
     "RateLimitError": "qocr.qwen.errors",
@@ -109,6 +112,7 @@ __all__ = [
     "QwenOCRClient",
     "RateLimitError",
     "RecognizeOptions",
+    "ResponseTooLargeError",
     "ServerError",
     "Task",
     "Timeouts",

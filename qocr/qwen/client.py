@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import httpx
 
-from qocr import __version__
 from qocr.qwen.budget import DEFAULT_DEADLINE_SECONDS, CallBudget
 from qocr.qwen.caps import MAX_RESPONSE_BYTES
 from qocr.qwen.catalog import Api, Region
@@ -26,6 +25,7 @@ from qocr.qwen.options import RecognizeOptions, Stop
 from qocr.qwen.result import OCRResult
 from qocr.qwen.tasks import Task
 from qocr.qwen.watchdog import Alarm, arm
+from qocr.version import __version__
 
 OnChunk = Callable[[str], object]
 

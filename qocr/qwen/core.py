@@ -33,6 +33,7 @@ from qocr.qwen.parse import header_request_id, load_json, parse_body
 from qocr.qwen.request import HttpRequest, build_request
 from qocr.qwen.result import OCRResult
 from qocr.qwen.stream import StreamDecoder
+from qocr.redact import redact_text
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,10 @@ class ClientCore:
         )
 
     def scrub(self, error: QwenError) -> QwenError:
-        """Last line of defence: no API key in any message we raise."""
-        error.message = cap_chars(redact(error.message, self._api_key), MAX_MESSAGE_CHARS)
+        """Last line of defence: no API key, and no presigned URL's signature or credential
+        (a provider error may quote the image URL), in any message we raise."""
+        message = redact_text(redact(error.message, self._api_key))
+        error.message = cap_chars(message, MAX_MESSAGE_CHARS)
         error.code = cap_chars(redact(error.code, self._api_key), MAX_FIELD_CHARS)
         error.args = (error.message,)
         return error

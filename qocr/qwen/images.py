@@ -2,8 +2,8 @@
 
 Every check runs before any network call, so a bad image costs nothing and fails with one of
 our codes: ``image_empty``, ``image_unsupported_format``, ``image_too_large``,
-``image_too_small``, ``image_aspect_ratio``, ``image_too_many_pixels`` (and, for sources,
-``image_not_found`` / ``image_unsupported_source``).
+``image_too_small``, ``image_aspect_ratio``, ``image_too_many_pixels``, ``image_truncated``
+(and, for sources, ``image_not_found`` / ``image_unsupported_source``).
 
 Size: local bytes always travel as a base64 data URL, and the documented 10 MB cap applies to
 that encoded string, which is 4/3 of the raw size; so the raw limit is about 7.5 MB. We count
@@ -242,4 +242,38 @@ def prepare_image(source: ImageSource) -> PreparedImage:
 
 def _from_bytes(data: bytes) -> PreparedImage:
     info = inspect_image(data)
+    check_complete(data, info.mime)
     return PreparedImage(url=to_data_url(data, info.mime), info=info)
+
+
+_PNG_IEND = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: always the same 8 bytes
+_JPEG_EOI, _JPEG_SOS = b"\xff\xd9", b"\xff\xda"
+_TAIL_BYTES = 4096
+
+
+def check_complete(data: bytes, mime: str) -> None:
+    """Raise ``image_truncated`` when a PNG or JPEG stops before its end marker.
+
+    The header of a file cut while being written or copied is valid, and the service decodes
+    what it can of the rest and charges for it. The end is cheap to check; bytes after it
+    (zero padding, a phone's metadata trailer) are allowed, at the cost of one search.
+    Inside a JPEG's compressed data 0xFF is always escaped, so an EOI after the last
+    start-of-scan marker means the image data is whole.
+    """
+    tail = data[-_TAIL_BYTES:]
+    if mime == "image/png":
+        complete = tail.endswith(_PNG_IEND) or data.rfind(_PNG_IEND) != -1
+        marker = "IEND chunk"
+    elif mime == "image/jpeg":
+        complete = tail.rstrip(b"\0").endswith(_JPEG_EOI) or (
+            data.rfind(_JPEG_EOI) > data.rfind(_JPEG_SOS)
+        )
+        marker = "end-of-image marker"
+    else:  # Pillow refuses a cut WebP already; BMP, TIFF and HEIC have no end marker
+        return
+    if not complete:
+        raise ImageError(
+            f"image is truncated: the {mime.removeprefix('image/').upper()} data stops before "
+            f"its {marker} ({len(data)} bytes; was the file cut while being written or copied?)",
+            code="image_truncated",
+        )

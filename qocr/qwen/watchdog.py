@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
@@ -56,7 +57,6 @@ class _Watchdog:
         with self._wakeup:
             heapq.heappush(self._heap, (at_monotonic, next(self._order), alarm))
             if self._thread is None or not self._thread.is_alive():
-                # Also after a fork: the child has the heap but not the thread.
                 self._thread = threading.Thread(
                     target=self._run, name="qocr-call-deadlines", daemon=True
                 )
@@ -88,6 +88,15 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def _forget_in_child() -> None:
+    # A forked child shares its parent's sockets: the parent's alarms must not cut them.
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def arm(network_stream: Any, at_monotonic: float) -> Alarm | None:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from qocr.models import ItemState
+from qocr.models import Item, ItemState
 from tests.acceptance.conftest import MakeDeployment
 from tests.support.faults import FaultReport, measure, running_count
 from tests.support.images import write_pngs
@@ -56,7 +57,14 @@ def _through(deployment: Deployment, proxy: FaultyProxy) -> None:
 
 
 def _finish(deployment: Deployment, batch_id: int, timeout: float = 150) -> float:
-    assert deployment.wait_finished(batch_id, timeout=timeout), deployment.logs()
+    if not deployment.wait_finished(batch_id, timeout=timeout):
+        with deployment.store.sessions() as session:
+            open_items = session.execute(
+                select(
+                    Item.id, Item.state, Item.attempts, Item.lease_until, Item.dispatched_at
+                ).where(Item.batch_id == batch_id, Item.state.in_(["queued", "running"]))
+            ).all()
+        pytest.fail(f"batch {batch_id} still open: {open_items}\n{deployment.logs()[-20000:]}")
     return time.monotonic()
 
 

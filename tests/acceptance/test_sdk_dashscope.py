@@ -306,3 +306,36 @@ def test_data_url_of_a_rendered_page(native_url: str, emulator: EmulatorHandle) 
     kv = response.output.choices[0].message.content[0]["ocr_result"]["kv_result"]
     expected = "4417" if emulator.stats()["recognizer"] == "rapidocr" else "null"
     assert kv == {"Invoice Code": expected}
+
+
+@pytest.mark.parametrize("content", ["Say hello", [{"text": "Say hello"}]])
+def test_text_only_call(native_url: str, content: object) -> None:
+    response = dashscope.MultiModalConversation.call(
+        api_key=API_KEY, model=MODEL, messages=[{"role": "user", "content": content}]
+    )
+    assert response.status_code == 200, response
+    assert _text(response) and response.usage["image_tokens"] == 0
+
+
+def test_logprobs_and_the_references_output_fields(native_url: str) -> None:
+    response = dashscope.MultiModalConversation.call(
+        api_key=API_KEY,
+        model=MODEL,
+        messages=image_messages(TICKET_URL),
+        logprobs=True,
+        top_logprobs=3,
+    )
+    assert response.status_code == 200, response
+    choice = response.output.choices[0]
+    tokens = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == _text(response)
+    assert all(len(t["top_logprobs"]) == 3 for t in tokens)
+    assert response.output["text"] is None and response.output["finish_reason"] is None
+    assert response.usage["characters"] == 0
+    refused = dashscope.MultiModalConversation.call(
+        api_key=API_KEY,
+        model="qwen-vl-ocr-2024-10-28",
+        messages=image_messages(TICKET_URL, "qwen-vl-ocr"),
+        logprobs=True,
+    )
+    assert (refused.status_code, refused.code) == (400, "InvalidParameter")

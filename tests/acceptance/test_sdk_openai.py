@@ -205,3 +205,35 @@ def test_dropped_connection_is_a_connection_error() -> None:
         with pytest.raises(openai.APIConnectionError):
             client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
         assert emulator.stats()["drops"] == 1
+
+
+def test_logprobs_plain_and_streamed_and_a_text_only_call(client: OpenAI) -> None:
+    plain = client.chat.completions.create(
+        model=MODEL,
+        messages=ticket_messages(),  # type: ignore[arg-type]
+        logprobs=True,
+        top_logprobs=2,
+    )
+    logprobs = plain.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(t.token for t in logprobs.content) == plain.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 for t in logprobs.content)
+    streamed = client.chat.completions.create(
+        model=MODEL,
+        messages=ticket_messages(),  # type: ignore[arg-type]
+        logprobs=True,
+        stream=True,
+    )
+    tokens = [
+        entry.token
+        for chunk in streamed
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content
+        for entry in chunk.choices[0].logprobs.content
+    ]
+    assert "".join(tokens) == plain.choices[0].message.content
+    text_only = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert text_only.choices[0].message.content
+    assert text_only.usage is not None
+    assert text_only.usage.model_dump()["prompt_tokens_details"]["image_tokens"] == 0

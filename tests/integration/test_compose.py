@@ -22,7 +22,7 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 QOCR_SERVICES = {"migrate", "worker", "beat", "flower"}
-LONG_RUNNING = {"redis", "postgres", "minio", "worker", "beat", "flower", "emulator"}
+LONG_RUNNING = {"redis", "postgres", "minio", "worker", "beat", "flower", "emulator", "metrics"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|AUTH|ACCESS_KEY")
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
 DUMMY_ENV = {
@@ -74,9 +74,13 @@ def test_services_and_profiles(compose: dict[str, Any]) -> None:
         "beat",
         "flower",
         "emulator",
+        "metrics",
     }
     assert found["emulator"]["profiles"] == ["emulator"]
-    assert [name for name, spec in found.items() if "profiles" in spec] == ["emulator"]
+    assert found["metrics"]["profiles"] == ["metrics"]
+    assert [name for name, spec in found.items() if "profiles" in spec] == ["emulator", "metrics"]
+    # Every worker serves /metrics in the network; Prometheus finds them by DNS.
+    assert found["worker"]["command"][-2:] == ["--metrics-port", "9100"]
     assert found["emulator"]["command"][:2] == ["qocr", "emulator"]
     assert "--host" in found["emulator"]["command"]
     assert found["emulator"]["command"][found["emulator"]["command"].index("--host") + 1] == (

@@ -87,3 +87,23 @@ def test_cli_reports_a_busy_port() -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_cli_hostile_fault_flags_and_switching_them_while_it_runs() -> None:
+    refused = subprocess.run(
+        [*COMMAND, "--hang-rate", "0.6", "--long-fields-rate", "0.6"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "hang_rate + long_fields_rate must not exceed 1" in refused.stderr
+    args = ["--port", "0", "--recognizer", "hash", "--trickle-rate", "0.25", "--hang-rate", "0.5"]
+    with emulator_process(*args) as (process, base_url):
+        faults = httpx.get(f"{base_url}/_faults", timeout=5).json()
+        assert (faults["trickle_rate"], faults["hang_rate"]) == (0.25, 0.5)
+        switched = httpx.post(f"{base_url}/_faults", json={"hang_rate": 0}, timeout=5).json()
+        assert (switched["trickle_rate"], switched["hang_rate"]) == (0.25, 0.0)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0

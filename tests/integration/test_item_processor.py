@@ -18,15 +18,23 @@ from sqlalchemy import Engine, select, update
 from qocr.emulator.testing import running_emulator
 from qocr.models import Attempt, BatchState, Item, ItemState, Result
 from qocr.models.base import utcnow
-from qocr.models.records import BatchSpec, SourceRow
+from qocr.models.records import AttemptRecord, BatchSpec, ResultRecord, SourceRow
 from qocr.models.states import AttemptOutcome
 from qocr.models.store import Store
 from qocr.qwen.client import QwenOCRClient
+from qocr.qwen.errors import RateLimitError, ServerError
 from qocr.qwen.options import RecognizeOptions
 from qocr.settings import get_settings, load_settings
 from qocr.worker.app import create_app
+from qocr.worker.breaker import CallOutcome
 from qocr.worker.fetch import ImageFetcher
-from qocr.worker.process import LATER_BASE_SECONDS, ItemProcessor, Outcome
+from qocr.worker.process import (
+    LATER_BASE_SECONDS,
+    SERVER_ERROR_CAP_SECONDS,
+    ItemProcessor,
+    Outcome,
+    later_seconds,
+)
 from qocr.worker.queues import ITEM_TASK
 from qocr.worker.runtime import memory_runtime
 from tests.support.images import expected_text, write_pngs
@@ -249,12 +257,16 @@ def test_a_retryable_fetch_failure_hands_the_item_back_for_later(setup: Make) ->
     assert processor.process(item_id) == Outcome.RETRY_LATER
     assert script.calls == 0
     item = _item(store, item_id)
-    assert _handed_back(item, before + timedelta(seconds=LATER_BASE_SECONDS))
-    # S3 being away is not the item's fault: nothing counted, nothing failed.
-    assert (item.attempts, item.last_error_code, _attempts(store)) == (0, None, [])
+    # Back later (the delay has a floor: half of the first back-off), not at once.
+    assert _handed_back(item, before + timedelta(seconds=LATER_BASE_SECONDS / 2))
+    # Not failed, but counted: an object that never comes back cannot loop forever.
+    assert item.attempts == 1
+    [attempt] = _attempts(store)
+    assert (attempt.outcome, attempt.http_status) == (AttemptOutcome.RETRY, None)
+    assert attempt.error_code == item.last_error_code is not None
 
 
-def test_a_result_is_not_kept_when_the_lease_moved_on(setup: Make, engine: Engine) -> None:
+def test_a_paid_result_is_kept_when_the_lease_moved_on(setup: Make, engine: Engine) -> None:
     script = Scripted([httpx.Response(200, json=OK_BODY)])
     processor, store, [item_id] = setup(script)
 
@@ -270,16 +282,43 @@ def test_a_result_is_not_kept_when_the_lease_moved_on(setup: Make, engine: Engin
         assert store.claim(item_id, "other-worker", utcnow() + timedelta(minutes=1)) is not None
 
     script.while_calling = lease_expires_and_another_worker_claims
-    assert processor.process(item_id) == Outcome.LEASE_LOST
+    assert processor.process(item_id) == Outcome.SUCCEEDED
     assert script.calls == 1
     item = _item(store, item_id)
-    # Still the other worker's, with no result; the paid call is on record, discarded.
-    assert (item.state, item.lease_token) == (ItemState.RUNNING, "other-worker")
+    # The answer was paid for and the item had not finished: it is kept, and the other
+    # worker (which lost its lease to this save) cannot add a second result.
+    assert (item.state, item.lease_token) == (ItemState.SUCCEEDED, None)
     with store.sessions() as session:
-        assert session.scalars(select(Result)).all() == []
+        assert len(session.scalars(select(Result)).all()) == 1
     outcomes = [attempt.outcome for attempt in _attempts(store)]
-    assert outcomes[-1] == AttemptOutcome.DISCARDED
-    assert AttemptOutcome.SUCCEEDED not in outcomes
+    assert outcomes == [AttemptOutcome.SUCCEEDED]
+
+
+def test_a_result_is_not_kept_when_the_item_finished_elsewhere(setup: Make, engine: Engine) -> None:
+    script = Scripted([httpx.Response(200, json=OK_BODY)])
+    processor, store, [item_id] = setup(script)
+
+    def another_worker_finishes_it() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                update(Item)
+                .where(Item.id == item_id)
+                .values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        store.reap(utcnow(), lost_after=timedelta(minutes=15))
+        other = store.claim(item_id, "other-worker", utcnow() + timedelta(minutes=1))
+        assert other is not None
+        now = utcnow()
+        done = AttemptRecord(now, now, AttemptOutcome.SUCCEEDED, http_status=200)
+        assert store.succeed(other, done, ResultRecord(text="theirs"))
+
+    script.while_calling = another_worker_finishes_it
+    assert processor.process(item_id) == Outcome.LEASE_LOST
+    with store.sessions() as session:
+        assert session.scalars(select(Result.text)).all() == ["theirs"]
+    outcomes = [attempt.outcome for attempt in _attempts(store)]
+    # This worker's call stays on the record (counted when it left), discarded.
+    assert AttemptOutcome.DISCARDED in outcomes
 
 
 def test_an_unexpected_error_gives_the_item_back_and_is_raised(setup: Make) -> None:
@@ -294,7 +333,11 @@ def test_an_unexpected_error_gives_the_item_back_and_is_raised(setup: Make) -> N
     assert _handed_back(item, before + timedelta(seconds=LATER_BASE_SECONDS))
     assert item.not_before is not None
     assert item.not_before <= utcnow() + timedelta(seconds=LATER_BASE_SECONDS)
-    assert item.attempts == 0
+    # The call left and was counted; the try is on record as the worker's error.
+    assert (item.attempts, item.last_error_code) == (1, "worker_error")
+    [attempt] = _attempts(store)
+    assert attempt.outcome == AttemptOutcome.RETRY
+    assert "a bug in the middle" in (attempt.error_message or "")
 
 
 def test_the_item_task_runs_with_the_settings_of_its_app(
@@ -332,3 +375,75 @@ def test_the_item_task_runs_with_the_settings_of_its_app(
     with store.sessions() as session:
         [result] = session.scalars(select(Result)).all()
     assert result.text == expected_text(path.read_bytes())
+
+
+def _due_now(engine: Engine, item_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(Item).where(Item.id == item_id).values(not_before=None))
+
+
+def test_an_item_that_keeps_breaking_its_worker_runs_out_of_attempts(
+    setup: Make, engine: Engine
+) -> None:
+    script = Scripted([RuntimeError("the worker breaks on this item")])
+    processor, store, [item_id] = setup(script)
+    for _ in range(4):  # QOCR_MAX_ATTEMPTS=4
+        with pytest.raises(RuntimeError):
+            processor.process(item_id)
+        _due_now(engine, item_id)
+    assert processor.process(item_id) == Outcome.FAILED
+    # Every call was counted when it left: never more calls than attempts.
+    assert script.calls == 4
+    item = _item(store, item_id)
+    assert (item.state, item.last_error_code, item.attempts) == (
+        ItemState.FAILED,
+        "worker_error",
+        4,
+    )
+    assert len(_attempts(store)) == 4
+
+
+def test_no_call_leaves_once_the_attempts_are_spent_even_mid_retries(
+    setup: Make, engine: Engine
+) -> None:
+    script = Scripted([error(500, "InternalError")])
+    processor, store, [item_id] = setup(script)
+    with engine.begin() as conn:  # three tries already made by earlier, dead workers
+        conn.execute(update(Item).where(Item.id == item_id).values(attempts=3))
+    assert processor.process(item_id) == Outcome.FAILED
+    assert script.calls == 1
+    assert _item(store, item_id).attempts == 4
+
+
+def test_an_open_circuit_holds_items_without_calls_or_attempts(setup: Make) -> None:
+    script = Scripted([error(503, "ServiceUnavailable")])
+    processor, store, item_ids = setup(script, 3)
+    breaker = processor.rt.breaker
+    for _ in range(10):  # the fleet saw mostly failures
+        breaker.record(MODEL, CallOutcome.FAILED)
+    assert breaker.is_open(MODEL)
+    # One probe goes through (and fails); the others wait, with no call and no attempt.
+    outcomes = [processor.process(item_id) for item_id in item_ids]
+    assert outcomes == [Outcome.RETRY_LATER] * 3
+    assert script.calls == 1
+    attempts = [_item(store, item_id).attempts for item_id in item_ids]
+    assert sorted(attempts) == [0, 0, 1]
+    assert all(_item(store, i).not_before is not None for i in item_ids)
+
+
+def test_a_successful_probe_closes_the_circuit(setup: Make) -> None:
+    script = Scripted([httpx.Response(200, json=OK_BODY)])
+    processor, _, [item_id] = setup(script)
+    for _ in range(10):
+        processor.rt.breaker.record(MODEL, CallOutcome.FAILED)
+    assert processor.process(item_id) == Outcome.SUCCEEDED
+    assert not processor.rt.breaker.is_open(MODEL)
+
+
+def test_server_errors_wait_with_a_floor_and_a_short_cap() -> None:
+    server = ServerError("boom", status=503, code="ServiceUnavailable")
+    throttled = RateLimitError("slow", status=429, code="Throttling", retry_after=90)
+    for attempt in range(1, 12):
+        ceiling = min(SERVER_ERROR_CAP_SECONDS, LATER_BASE_SECONDS * 2 ** (attempt - 1))
+        assert ceiling / 2 <= later_seconds(attempt, server) <= ceiling
+    assert later_seconds(1, throttled) >= 90  # never sooner than the server asked

@@ -1,4 +1,4 @@
-"""Failures over a real socket, on both transports: error bodies, cut streams, timeouts."""
+"""Failures over a real socket: error bodies, cut streams, timeouts."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from qocr.qwen import (
 from tests.integration.qwen_scripted_server import Reply, ScriptedServer
 from tests.integration.test_qwen_client_transports import (
     API_KEY,
-    KINDS,
     run_calls,
     stream_reply,
 )
@@ -36,8 +35,7 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_error_bodies_map_to_the_tree(server: ScriptedServer, kind: str) -> None:
+def test_error_bodies_map_to_the_tree(server: ScriptedServer) -> None:
     server.script(
         Reply.json(
             {
@@ -70,7 +68,7 @@ def test_error_bodies_map_to_the_tree(server: ScriptedServer, kind: str) -> None
         ),
         Reply(status=502, headers={"Content-Type": "text/html"}, body=b"<html>Bad Gateway</html>"),
     )
-    rate, auth, arrears, gateway = run_calls(kind, "compatible", server.base_url, [CALL] * 4)
+    rate, auth, arrears, gateway = run_calls("compatible", server.base_url, [CALL] * 4)
     assert isinstance(rate, RateLimitError) and rate.retryable
     assert (rate.status, rate.code, rate.retry_after, rate.request_id) == (
         429,
@@ -86,8 +84,7 @@ def test_error_bodies_map_to_the_tree(server: ScriptedServer, kind: str) -> None
         assert API_KEY not in str(error) + repr(error)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_error_event_inside_a_native_stream(server: ScriptedServer, kind: str) -> None:
+def test_error_event_inside_a_native_stream(server: ScriptedServer) -> None:
     first = {
         "output": {
             "choices": [{"message": {"content": [{"text": "He"}]}, "finish_reason": "null"}]
@@ -102,7 +99,7 @@ def test_error_event_inside_a_native_stream(server: ScriptedServer, kind: str) -
     server.script(Reply.sse(body, piece=11))
     chunks: list[str] = []
     (error,) = run_calls(
-        kind, "dashscope", server.base_url, [{**CALL, "stream": True, "on_chunk": chunks.append}]
+        "dashscope", server.base_url, [{**CALL, "stream": True, "on_chunk": chunks.append}]
     )
     assert isinstance(error, ServerError)
     assert (error.status, error.code, error.request_id, error.retryable) == (
@@ -115,53 +112,45 @@ def test_error_event_inside_a_native_stream(server: ScriptedServer, kind: str) -
 
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_dropped_connection_mid_stream_is_retryable(
-    server: ScriptedServer, kind: str, api: str
-) -> None:
+def test_dropped_connection_mid_stream_is_retryable(server: ScriptedServer, api: str) -> None:
     reply = stream_reply(api)
     assert reply.chunks is not None
     reply.drop_after = len(reply.chunks) // 2
     server.script(reply)
     chunks: list[str] = []
     (error,) = run_calls(
-        kind, api, server.base_url, [{**CALL, "stream": True, "on_chunk": chunks.append}]
+        api, server.base_url, [{**CALL, "stream": True, "on_chunk": chunks.append}]
     )
     assert isinstance(error, APIConnectionError), error
     assert error.retryable and not error.stops_batch
     assert chunks  # some text had arrived before the cut
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_stream_closed_cleanly_before_its_end_is_retryable(
-    server: ScriptedServer, kind: str
-) -> None:
+def test_stream_closed_cleanly_before_its_end_is_retryable(server: ScriptedServer) -> None:
     whole = stream_reply("compatible")
     assert whole.chunks is not None
     server.script(Reply(headers=whole.headers, chunks=whole.chunks[:5]))  # ends the body early
-    (error,) = run_calls(kind, "compatible", server.base_url, [{**CALL, "stream": True}])
+    (error,) = run_calls("compatible", server.base_url, [{**CALL, "stream": True}])
     assert isinstance(error, APIConnectionError)
     assert error.code == "stream_incomplete"
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_read_timeout_on_a_plain_call(
-    server: ScriptedServer, kind: str, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tests.integration.test_qwen_client_transports as transports
 
     monkeypatch.setattr(transports, "TIMEOUTS", Timeouts(connect=2.0, read=0.3, stream_idle=5.0))
     server.script(Reply(delay_before=1.5, body=b"{}"))
     started = time.monotonic()
-    (error,) = run_calls(kind, "compatible", server.base_url, [CALL])
+    (error,) = run_calls("compatible", server.base_url, [CALL])
     assert isinstance(error, APITimeoutError) and error.retryable
     assert error.code == "read_timeout"
     assert time.monotonic() - started < 1.4
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_stream_timeout_is_idle_time_not_total_time(
-    server: ScriptedServer, kind: str, monkeypatch: pytest.MonkeyPatch
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tests.integration.test_qwen_client_transports as transports
 
@@ -175,24 +164,23 @@ def test_stream_timeout_is_idle_time_not_total_time(
     assert flowing.chunks is not None and len(flowing.chunks) * 0.1 > 0.8
     server.script(flowing, stalled)
     started = time.monotonic()
-    ok, error = run_calls(kind, "compatible", server.base_url, [{**CALL, "stream": True}] * 2)
+    ok, error = run_calls("compatible", server.base_url, [{**CALL, "stream": True}] * 2)
     assert isinstance(ok, OCRResult), ok
     assert isinstance(error, APITimeoutError)
     assert error.code == "stream_idle_timeout"
     assert time.monotonic() - started < 3.5
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_connection_refused_is_retryable(kind: str) -> None:
+def test_connection_refused_is_retryable() -> None:
     with socket.socket() as sock:  # a port that was free a moment ago, nobody listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    (error,) = run_calls(kind, "compatible", f"http://127.0.0.1:{port}", [CALL])
+    (error,) = run_calls("compatible", f"http://127.0.0.1:{port}", [CALL])
     assert isinstance(error, APIConnectionError) and error.retryable
 
 
 def test_recorded_stream_request_is_complete_json(server: ScriptedServer) -> None:
     server.script(stream_reply("compatible"))
-    run_calls("sync", "compatible", server.base_url, [{**CALL, "stream": True}])
+    run_calls("compatible", server.base_url, [{**CALL, "stream": True}])
     body = json.loads(server.requests[0].body)
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}

@@ -29,7 +29,7 @@ class FaultReport:
     paid_twice: int  # images the provider billed more than once
     in_flight_at_fault: int  # items running when the fault struck
     max_calls_per_image: int  # requests that reached the provider for one image
-    attempt_rows: int
+    attempt_rows: int  # attempts that sent a request
     provider_requests: int
     seconds_to_complete: float  # from the fault's end to the batch's last item finished
 
@@ -67,11 +67,12 @@ def measure(
             .where(Item.batch_id == batch_id)
             .group_by(Item.id, Item.state)
         ).all()
+        # The tries that sent a request: what the provider must have seen, one for one.
         attempt_rows = session.scalar(
             select(func.count())
             .select_from(Attempt)
             .join(Item, Item.id == Attempt.item_id)
-            .where(Item.batch_id == batch_id)
+            .where(Item.batch_id == batch_id, Attempt.called.is_(True))
         )
     unfinished = sum(
         count

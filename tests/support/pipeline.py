@@ -39,6 +39,7 @@ class Deployment:
             "QOCR_BROKER_URL": self.broker_url,
             "QOCR_BASE_URL": self.emulator.base_url,
             "QOCR_LOG_LEVEL": "INFO",
+            "QOCR_SPOOL_DIR": str(self.tmp / "kept-results"),
             **self.extra_env,
             **overrides,
         }

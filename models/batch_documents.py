@@ -1,16 +1,17 @@
-"""The JSON documents of ``qocr status``, read from the reports.
+"""A batch as the JSON documents of ``qocr status``: the list line and the full summary.
 
-These documents are the source of truth: the human output is rendered from them, so both
-always show the same numbers. Field names are documented in docs/cli-json.md.
+One builder for every reader: ``qocr status --json`` prints these documents, the human
+output is drawn from them, the Python API's records are read from them, and a completion
+webhook POSTs the summary as it was when the batch ended. Field names are documented,
+and kept stable, in docs/cli-json.md.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from qocr.cli.prices import cost_json
-from qocr.cli.reading import no_such
 from qocr.models.base import utcnow
 from qocr.models.documents import iso
 from qocr.models.report_records import (
@@ -22,6 +23,7 @@ from qocr.models.report_records import (
 )
 from qocr.models.reports import Reports
 from qocr.models.states import BatchState, ItemState
+from qocr.models.webhooks import DeliveryInfo
 from qocr.pricing import PriceTable
 from qocr.redact import redact_text
 
@@ -44,11 +46,11 @@ def batch_list(
 
 def batch_document(
     reports: Reports, batch_id: int, prices: PriceTable, secret: str | None
-) -> dict[str, Any]:
-    """The document of ``qocr status BATCH --json``; an unknown id is a clear error."""
+) -> dict[str, Any] | None:
+    """The document of ``qocr status BATCH --json``; None for an unknown id."""
     summary = reports.summary(batch_id)
     if summary is None:
-        raise no_such("batch", batch_id)
+        return None
     now = utcnow()
     recent = None
     if summary.batch.state == BatchState.RUNNING:
@@ -70,6 +72,7 @@ def _batch_head(batch: BatchInfo, now: datetime, secret: str | None) -> dict[str
         "created_at": iso(batch.created_at),
         "finished_at": iso(batch.finished_at),
         "age_seconds": round((now - batch.created_at).total_seconds(), 3),
+        "idempotency_key": batch.idempotency_key,
     }
 
 
@@ -127,6 +130,7 @@ def summary_json(
         "truncated": summary.finish_reasons.get("length", 0),
         "errors": {code or UNKNOWN: n for code, n in sorted(summary.errors.items(), key=_key)},
         "cost": cost_json(summary, prices),
+        "notify_url": shown_url(batch.notify_url) if batch.notify_url else None,
     }
 
 
@@ -141,4 +145,62 @@ def usage_json(summary: BatchSummary) -> dict[str, int]:
         "output_tokens": usage.output_tokens,
         "image_tokens": usage.image_tokens,
         "total_tokens": usage.total_tokens,
+    }
+
+
+def cost_json(summary: BatchSummary, prices: PriceTable) -> dict[str, Any]:
+    """Estimated USD: input tokens (image tokens included) and output tokens at model prices."""
+    models = []
+    total_usd = 0.0
+    for model, usage in sorted(summary.usage_by_model.items()):
+        price = prices.price(model)
+        usd = price.cost(usage.input_tokens, usage.output_tokens)
+        total_usd += usd
+        models.append(
+            {
+                "model": model,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "usd_per_million_input": price.input_per_million,
+                "usd_per_million_output": price.output_per_million,
+                "price_source": price.source,
+                "usd": round(usd, 6),
+            }
+        )
+    return {
+        "currency": "USD",
+        "region": prices.region,
+        "usd": round(total_usd, 6),
+        "models": models,
+    }
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL as shown to people: scheme and host only.
+
+    The path and query of a webhook URL are often its credential (a Slack or Teams
+    incoming-webhook URL is a secret), so they never reach a terminal or a log.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    rest = "/…" if parts.path.strip("/") or parts.query else "/"
+    return f"{parts.scheme}://{host}{rest}"
+
+
+def delivery_json(delivery: DeliveryInfo, secret: str | None) -> dict[str, Any]:
+    """One webhook delivery of a batch, for ``qocr status BATCH``."""
+    error = delivery.last_error
+    return {
+        "delivery_id": delivery.delivery_id,
+        "event": delivery.event,
+        "url": shown_url(delivery.url),
+        "state": delivery.state.value,
+        "attempts": delivery.attempts,
+        "last_http_status": delivery.last_http_status,
+        "last_error": redact_text(error, secret) if error else None,
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "delivered_at": iso(delivery.delivered_at),
     }

@@ -1,0 +1,57 @@
+"""qocr's Python API: :class:`Client`, the records it returns, and the errors it raises.
+
+The layer the ``qocr`` command calls (import-linter keeps it between the worker and the
+CLI). ``from qocr import Client`` is enough for most uses; see docs/python-api.md.
+"""
+
+from qocr.api.client import Client
+from qocr.api.records import (
+    Batch,
+    BatchStatus,
+    CancelOutcome,
+    Cost,
+    Counts,
+    ItemResult,
+    ModelCost,
+    Rejection,
+    RetryOutcome,
+    Submission,
+    Throughput,
+    TokenUsage,
+    WebhookDelivery,
+)
+from qocr.errors import ConfigError, NotFoundError, QocrError
+from qocr.migrations.database import DatabaseUnavailable
+from qocr.qwen.errors import OptionsError
+from qocr.scheduler.idempotency import IdempotencyConflict
+from qocr.scheduler.requests import RequestError
+from qocr.scheduler.sources import SourceError
+from qocr.scheduler.webhook_signature import SignatureError
+from qocr.scheduler.webhook_signature import verify as verify_signature
+
+__all__ = [
+    "Batch",
+    "BatchStatus",
+    "CancelOutcome",
+    "Client",
+    "ConfigError",
+    "Cost",
+    "Counts",
+    "DatabaseUnavailable",
+    "IdempotencyConflict",
+    "ItemResult",
+    "ModelCost",
+    "NotFoundError",
+    "OptionsError",
+    "QocrError",
+    "Rejection",
+    "RequestError",
+    "RetryOutcome",
+    "SignatureError",
+    "SourceError",
+    "Submission",
+    "Throughput",
+    "TokenUsage",
+    "WebhookDelivery",
+    "verify_signature",
+]

@@ -1,0 +1,103 @@
+"""Leases on received messages: a worker killed with messages in hand strands none of them.
+
+The broker (kombu on Redis) gives a dead worker's unacked messages back only after its
+visibility timeout, 15 minutes; the SQL lease of a claimed item covers only items that
+started. In between lie the messages a worker has received but not started (prefetched,
+or waiting for a pool slot at start-up). The worker's main process leases their items
+the moment a message arrives (Celery's ``task_received``), and renews those leases while
+they wait; if the worker dies, the dispatcher's reaper finds the lease expired and
+dispatches the item again within a lease (a late copy from the broker is harmless: the
+claim lets only one run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from qocr.models.base import utcnow
+from qocr.models.store import Store
+from qocr.worker.queues import ITEM_TASK
+
+log = logging.getLogger(__name__)
+
+
+def _celery_requests() -> list[Any]:
+    from celery.worker import state
+
+    for _ in range(3):
+        try:  # the consumer thread adds and removes requests meanwhile
+            return list(state.requests.values())
+        except RuntimeError:
+            continue
+    return []
+
+
+class ReceivedLeases:
+    """Leases the items of the messages this worker holds, until they start.
+
+    Held means held by Celery (``celery.worker.state.requests``: received, reserved,
+    waiting for a slot or a countdown, or running). A message the worker let go of (acked
+    after a task that could not even claim its item) stops being renewed, so its item comes
+    back within a lease instead of waiting for the broker.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        lease: timedelta,
+        renewals_per_lease: int,
+        held: Callable[[], Iterable[Any]] = _celery_requests,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._interval_seconds = lease.total_seconds() / renewals_per_lease
+        self._held = held
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qocr-received", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def received(self, item_id: int) -> None:
+        """Lease the item now, before its message can be lost with this process."""
+        try:
+            self._store.hold_received([item_id], utcnow() + self._lease)
+        except Exception:  # the database is away: the broker's timeout still covers it
+            log.warning("could not lease received item %s", item_id, exc_info=True)
+
+    def on_task_received(self, request: Any = None, **_: Any) -> None:
+        """Celery's ``task_received`` signal, in the worker's main process."""
+        item_id = _item_id(request)
+        if item_id is not None:
+            self.received(item_id)
+
+    def renew(self) -> int:
+        """Renew the leases of every item whose message this worker still holds."""
+        item_ids = sorted({i for r in self._held() if (i := _item_id(r)) is not None})
+        if not item_ids:
+            return 0
+        return len(self._store.hold_received(item_ids, utcnow() + self._lease))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_seconds):
+            try:
+                self.renew()
+            except Exception:
+                log.warning("could not renew received leases", exc_info=True)
+
+
+def _item_id(request: Any) -> int | None:
+    if request is None or getattr(request, "task_name", None) != ITEM_TASK:
+        return None
+    args: Any = getattr(request, "args", None)
+    try:
+        return int(args[0])
+    except (IndexError, TypeError, ValueError):
+        return None
