@@ -90,7 +90,9 @@ class DispatchQueries(EngineBound):
             )
             return int(in_broker or 0) + int(running or 0)
 
-    def reap(self, now: datetime, lost_after: timedelta) -> ReapReport:
+    def reap(
+        self, now: datetime, lost_after: timedelta, idle_lost_after: timedelta | None = None
+    ) -> ReapReport:
         """Return dead workers' items and lost messages to the dispatcher.
 
         - A running item whose lease expired belongs to a dead worker: back to queued. Its
@@ -101,6 +103,9 @@ class DispatchQueries(EngineBound):
           dispatched again at once.
         - A message dispatched longer than ``lost_after`` ago and never received was
           probably lost by the broker: dispatched again (the claim makes a copy harmless).
+          ``idle_lost_after``, given when the broker's queues are empty: then a message
+          not received by now is in no queue, so it was lost in a worker that died between
+          fetching it and leasing its item; it goes again after this shorter time.
         """
         with self.engine.begin() as conn:
             expired = list(
@@ -130,12 +135,13 @@ class DispatchQueries(EngineBound):
                 )
                 .values(dispatched_at=None, lease_until=None, not_before=now)
             )
+            lost_before = now - min(lost_after, idle_lost_after or lost_after)
             lost = conn.execute(
                 update(Item)
                 .where(
                     Item.state == ItemState.QUEUED,
                     Item.dispatched_at.is_not(None),
-                    Item.dispatched_at < now - lost_after,
+                    Item.dispatched_at < lost_before,
                     Item.lease_until.is_(None),
                 )
                 .values(dispatched_at=None)

@@ -65,6 +65,8 @@ class Dispatcher:
         redis_client: Any | None = None,
         reap_grace: timedelta = timedelta(0),
         notifier: Notifier | None = None,
+        broker_backlog: Callable[[], int] | None = None,
+        idle_lost_after: timedelta | None = None,
     ) -> None:
         """``lost_after``: a message not claimed this long after dispatch is taken as lost.
 
@@ -81,8 +83,17 @@ class Dispatcher:
         self.lost_after = lost_after
         self.redis = redis_client
         self.reap_grace = reap_grace
+        # How many messages wait in the broker's queues; 0 lets the reaper take a message
+        # not received after ``idle_lost_after`` as lost (it is in no queue).
+        self.broker_backlog = broker_backlog
+        self.idle_lost_after = idle_lost_after
         self._reap_resumes_at = 0.0
         self.notifier = notifier
+
+    def _idle_lost_after(self) -> timedelta | None:
+        if self.broker_backlog is None or self.idle_lost_after is None:
+            return None
+        return self.idle_lost_after if self.broker_backlog() == 0 else None
 
     def tick_failed(self) -> None:
         """A tick could not finish: hold the reaper back for the grace period."""
@@ -93,7 +104,7 @@ class Dispatcher:
         if time.monotonic() < self._reap_resumes_at:
             reaped = ReapReport(expired_leases=0, lost_messages=0)
         else:
-            reaped = self.store.reap(utcnow(), self.lost_after)
+            reaped = self.store.reap(utcnow(), self.lost_after, self._idle_lost_after())
         if reaped.expired_leases:
             log.warning("%d items had expired leases (dead worker?)", reaped.expired_leases)
         completed = self.store.complete_finished_batches()

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BUCKET_SECONDS = 10
 BUCKETS = 3  # the window: the last 20 to 30 seconds of calls
-MIN_CALLS = 8  # fewer calls than this say nothing about the provider
+MIN_CALLS = 5  # fewer calls than this say nothing about the provider
 FAILURE_RATIO = 0.5
 FIRST_OPEN_SECONDS = 5.0
 MAX_OPEN_SECONDS = 20.0

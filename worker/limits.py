@@ -51,6 +51,9 @@ class OperationalLimits:
     # thread pool, never in a broker: only a long wait there means an item was lost.
     dispatch_window_seconds: float = 120
     lost_message_seconds: float = 900
+    # With the broker's queues empty, a message not received this long after dispatch is
+    # in no queue: lost in a worker killed between fetching it and leasing its item.
+    idle_lost_message_seconds: float = 30
     embedded_lost_message_seconds: float = 3600
     # A worker renews its leases this many times per lease.
     lease_renewals_per_lease: int = 3
@@ -119,6 +122,10 @@ class OperationalLimits:
                 "dispatch window < lost-message timeout "
                 "(a message waiting its turn in the window is not taken as lost)",
                 self.dispatch_window_seconds < self.lost_message_seconds,
+            ),
+            (
+                "idle lost-message timeout < lost-message timeout",
+                self.idle_lost_message_seconds < self.lost_message_seconds,
             ),
             (
                 "lease renewals per lease >= 2 (a lease outlives one failed renewal)",

@@ -27,6 +27,7 @@ from qocr.qwen.images import PreparedImage, prepare_image
 from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
+from qocr.worker import metrics
 from qocr.worker.breaker import CallOutcome
 from qocr.worker.fetch import FetchError
 from qocr.worker.limits import LIMITS
@@ -113,6 +114,7 @@ class ItemProcessor:
             "the last one did not end normally (its worker died or broke)"
         )
         self.rt.store.fail(item, WORKER_ERROR, message)
+        metrics.record_finished("failed", WORKER_ERROR)
         return Outcome.FAILED
 
     def _process_claimed(self, item: ClaimedItem, current: _Try) -> Outcome:
@@ -126,9 +128,11 @@ class ItemProcessor:
                 self.rt.store.retry_later(item, attempt, later)
                 return Outcome.RETRY_LATER
             self.rt.store.fail(item, exc.code, exc.message)
+            metrics.record_finished("failed", exc.code)
             return Outcome.FAILED
         except ImageError as exc:
             self.rt.store.fail(item, exc.code, exc.message)
+            metrics.record_finished("failed", exc.code)
             return Outcome.FAILED
         return self._call_and_persist(item, plan, image, sha256, current)
 
@@ -189,6 +193,7 @@ class ItemProcessor:
                 raise _NoSlot(grant.wait)
             if grant.wait > 0:
                 self._sleep(grant.wait)
+            metrics.record_throttle_wait(model, grant.wait)
             current.started = utcnow()
             # Counted and on record before the request leaves, whatever happens after.
             current.number = self.rt.store.begin_call(
@@ -201,11 +206,14 @@ class ItemProcessor:
             try:
                 result = self.rt.client(plan.api).recognize_with(image, plan.options)
             except RateLimitError as exc:
+                metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
                 self.rt.throttle.penalize(model, exc.retry_after)
                 raise
             except QwenError as exc:
+                metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
                 self.rt.breaker.record(model, breaker_outcome(exc))
                 raise
+            metrics.record_call(model, "ok", time.perf_counter() - clock)
             self.rt.breaker.record(model, CallOutcome.OK)
             return result, (time.perf_counter() - clock) * 1000
 
@@ -236,6 +244,7 @@ class ItemProcessor:
 
         usage = result.usage
         if usage is not None:
+            metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)
             self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
             self._learn(model, image, usage)
         record = result_record(result, latency_ms, sha256, plan.options.fingerprint())
@@ -253,11 +262,12 @@ class ItemProcessor:
     def _save(self, item: ClaimedItem, attempt: AttemptRecord, record: ResultRecord) -> Outcome:
         """Save a paid result; never throw it away to pay for it again."""
         try:
-            if self.rt.store.succeed(item, attempt, record):
-                return Outcome.SUCCEEDED
-            # The lease moved on (this worker was slow to renew): the answer is still
-            # good, and the item may not have finished yet.
-            if self.rt.store.save_kept_result(item, attempt, record):
+            # The lease may have moved on (this worker was slow to renew): the answer is
+            # still good, and the item may not have finished yet.
+            if self.rt.store.succeed(item, attempt, record) or self.rt.store.save_kept_result(
+                item, attempt, record
+            ):
+                metrics.record_finished("succeeded")
                 return Outcome.SUCCEEDED
         except DBAPIError:
             # The database is away: keep the answer on disk, save it when SQL is back.
@@ -285,6 +295,8 @@ class ItemProcessor:
             )
             reason = f"{error.code}: {error.message}"
             cancelled = self.rt.store.stop_batch(plan.batch_id, reason, code="batch_stopped")
+            metrics.record_finished("failed", error.code)
+            metrics.record_finished("cancelled", "batch_stopped", cancelled)
             log.error("batch %s stopped (%s); %d items cancelled", plan.batch_id, reason, cancelled)
             return Outcome.STOPPED
         if not error.retryable or attempts_made >= self.rt.settings.max_attempts:
@@ -294,6 +306,7 @@ class ItemProcessor:
                 error.message,
                 self._attempt(error, AttemptOutcome.FAILED, current),
             )
+            metrics.record_finished("failed", error.code)
             return Outcome.FAILED
         not_before = utcnow() + timedelta(seconds=later_seconds(attempts_made, error))
         self.rt.store.retry_later(

@@ -22,7 +22,7 @@ from qocr.scheduler.fleet_lock import FleetLock
 from qocr.scheduler.notify import Notifier
 from qocr.settings import Settings
 from qocr.worker.limits import LIMITS
-from qocr.worker.queues import ITEM_TASK, QUEUE, RETRY_QUEUE
+from qocr.worker.queues import ITEM_QUEUES, ITEM_TASK, QUEUE, RETRY_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,16 @@ def celery_publisher(app: Celery) -> Publish:
 def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher:
     """The dispatcher over ``store`` that publishes through ``app`` (epoch in the broker)."""
     rpm = settings.rpm or model_spec(settings.model).rpm
+    broker = redis.Redis.from_url(settings.broker_url)
     return Dispatcher(
         store,
         celery_publisher(app),
         window=window_for(rpm, LIMITS.dispatch_window_seconds),
         lost_after=timedelta(seconds=LIMITS.lost_message_seconds),
-        redis_client=redis.Redis.from_url(settings.broker_url),
+        redis_client=broker,
         # One lease renewal round, and a second to spare for a worker's first try after.
+        broker_backlog=lambda: sum(int(broker.llen(queue)) for queue in ITEM_QUEUES),
+        idle_lost_after=timedelta(seconds=LIMITS.idle_lost_message_seconds),
         reap_grace=timedelta(seconds=settings.lease_seconds / LIMITS.lease_renewals_per_lease + 2),
         # Only a running dispatcher's tick sends webhooks; a one-shot publish never ticks.
         notifier=Notifier.from_settings(settings, store.engine),

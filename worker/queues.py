@@ -7,7 +7,9 @@ QUEUE = "qocr"
 # queues, read in turn with the main one: never behind minutes of item messages.
 RETRY_QUEUE = "qocr.retry"
 CONTROL_QUEUE = "qocr.control"
-ALL_QUEUES = (QUEUE, RETRY_QUEUE, CONTROL_QUEUE)
+# Where item messages wait: empty queues mean a dispatched item not received is in none.
+ITEM_QUEUES = (QUEUE, RETRY_QUEUE)
+ALL_QUEUES = (*ITEM_QUEUES, CONTROL_QUEUE)
 
 ITEM_TASK = "qocr.process_item"
 TICK_TASK = "qocr.schedule_tick"

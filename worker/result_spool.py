@@ -26,6 +26,7 @@ from typing import Any
 from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
 from qocr.models.states import AttemptOutcome
 from qocr.models.store import Store
+from qocr.worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ResultSpool:
                 saved += 1
                 self.on_saved(item.item_id)
                 if kept:
+                    metrics.record_finished("succeeded")
                     log.info("item %s: kept result saved", item.item_id)
                 else:
                     log.warning("item %s had finished meanwhile; kept result dropped", item.item_id)

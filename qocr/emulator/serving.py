@@ -14,6 +14,7 @@ its stream one keep-alive comment) per interval (:mod:`~qocr.emulator.hostile`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from qocr.emulator.faults import Plan
 from qocr.emulator.limits import Admission
 from qocr.emulator.pipeline import complete, input_tokens, load_images, read_text
 from qocr.emulator.state import STATE, EmulatorState
+from qocr.qwen.errors import ImageError
+from qocr.qwen.images import decode_data_url
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a 10 MiB data URL and its JSON fit comfortably
 CLIENT_CLOSED = (499, "ClientClosedRequest")  # the client left mid-stream (nginx's 499)
@@ -116,10 +119,22 @@ async def admit(request: web.Request, state: EmulatorState, adapter: ApiAdapter)
     if not state.limits.admit_request(call.model.name, time.monotonic()):
         raise errors.request_rate_exceeded()
     admitted_at = time.time()
+    state.stats.admitted([request_key(image.url) for image in call.images])
     plan = state.faults.plan()
     if plan.latency_s > 0:
         await asyncio.sleep(plan.latency_s)
     return Admitted(call, plan, admitted_at)
+
+
+def request_key(url: str) -> str:
+    """How ``/_stats`` names an image before loading it: the sha256 of a data URL's bytes
+    (as a success names it), else the URL."""
+    if url.startswith("data:"):
+        try:
+            return hashlib.sha256(decode_data_url(url)[1]).hexdigest()
+        except (ImageError, ValueError):
+            return "invalid"
+    return url
 
 
 def check_api_key(request: web.Request, expected: str | None) -> None:

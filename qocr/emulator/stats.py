@@ -32,6 +32,8 @@ class Stats:
         self.by_error_code: Counter[str] = Counter()
         self.by_api: Counter[str] = Counter()
         self.successes_per_image: Counter[str] = Counter()
+        # Every admitted request, per image: what a client's retries cost, paid or not.
+        self.requests_per_image: Counter[str] = Counter()
         self.input_tokens = 0
         self.output_tokens = 0
         self.image_tokens = 0
@@ -40,6 +42,10 @@ class Stats:
     def request(self, api: str) -> None:
         self.requests += 1
         self.by_api[api] += 1
+
+    def admitted(self, image_keys: list[str]) -> None:
+        for key in image_keys:
+            self.requests_per_image[key] += 1
 
     def error(self, status: int, code: str) -> None:
         self.by_status[status] += 1
@@ -92,6 +98,7 @@ class Stats:
                 "total": self.input_tokens + self.output_tokens,
             },
             "successes_per_image": dict(sorted(self.successes_per_image.items())),
+            "requests_per_image": dict(sorted(self.requests_per_image.items())),
             "success_times": list(self.success_times),
             "successes_per_second": {str(k): v for k, v in sorted(per_second.items())},
             "successes_per_minute": {str(k): v for k, v in sorted(per_minute.items())},

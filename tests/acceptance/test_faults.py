@@ -32,12 +32,14 @@ MAX_ATTEMPTS = 4
 RECOVERY_SECONDS = 60.0
 
 
-def _assert_clean(report: FaultReport, *, paid_twice_at_most: int = 0) -> None:
+def _assert_clean(
+    report: FaultReport, *, paid_twice_at_most: int = 0, max_attempts: int = MAX_ATTEMPTS
+) -> None:
     assert report.lost == 0, report
     assert report.duplicate_results == 0, report
     assert report.paid_twice <= paid_twice_at_most, report
     assert report.attempt_rows == report.provider_requests, report
-    assert report.max_calls_per_image <= MAX_ATTEMPTS, report
+    assert report.max_calls_per_image <= max_attempts, report
     assert report.seconds_to_complete <= RECOVERY_SECONDS, report
 
 
@@ -61,7 +63,13 @@ def _finish(deployment: Deployment, batch_id: int, timeout: float = 150) -> floa
         with deployment.store.sessions() as session:
             open_items = session.execute(
                 select(
-                    Item.id, Item.state, Item.attempts, Item.lease_until, Item.dispatched_at
+                    Item.id,
+                    Item.state,
+                    Item.attempts,
+                    Item.lease_until,
+                    Item.dispatched_at,
+                    Item.not_before,
+                    Item.last_error_code,
                 ).where(Item.batch_id == batch_id, Item.state.in_(["queued", "running"]))
             ).all()
         pytest.fail(f"batch {batch_id} still open: {open_items}\n{deployment.logs()[-20000:]}")
@@ -201,4 +209,132 @@ def test_sigterm_to_every_worker_then_restart_loses_and_doubles_nothing(
     )
     assert report.succeeded == total, report
     # A warm shutdown finishes the calls it started: nothing is paid twice.
+    _assert_clean(report, paid_twice_at_most=0)
+
+
+def test_a_provider_outage_fails_no_item_and_the_fleet_recovers_fast(
+    deploy: MakeDeployment, tmp_path: Path
+) -> None:
+    deployment = deploy(latency_ms=(100, 300), seed=25)
+    total = 40
+    write_pngs(tmp_path / "outage", total)
+    batch_id = deployment.submit(str(tmp_path / "outage"))
+    env = {"QOCR_MAX_ATTEMPTS": "8"}  # the default
+
+    with deployment.worker("-c", "6", **env):
+        assert wait_until(lambda: deployment.counts(batch_id)[ItemState.SUCCEEDED] >= 5, 60)
+        in_flight = running_count(deployment, batch_id)
+        deployment.emulator.set_faults(error_rate=1.0)  # every call: 500 or 503
+        time.sleep(40)
+        deployment.emulator.set_faults(error_rate=0.0)
+        recovered = time.monotonic()
+        finished = _finish(deployment, batch_id)
+
+    report = measure(
+        deployment,
+        batch_id,
+        scenario="provider outage 40 s",
+        total=total,
+        in_flight_at_fault=in_flight,
+        fault_ended_at=recovered,
+        finished_at=finished,
+    )
+    # The breaker paused the fleet: no item spent its attempts on the outage.
+    assert report.succeeded == total, report
+    _assert_clean(report, paid_twice_at_most=0, max_attempts=8)
+    assert report.seconds_to_complete <= 30 + 15, report  # back at full rate within ~30 s
+    # Paused, not hammering: far fewer calls than items x attempts during the outage.
+    failed_calls = report.provider_requests - deployment.emulator.stats()["successes"]
+    assert failed_calls < total, report
+
+
+def test_a_provider_that_hangs_is_cut_at_the_deadline(
+    deploy: MakeDeployment, tmp_path: Path
+) -> None:
+    deployment = deploy(latency_ms=(50, 150), seed=26, hang_rate=0.2, trickle_rate=0.1)
+    total = 20
+    write_pngs(tmp_path / "hang", total)
+    batch_id = deployment.submit(str(tmp_path / "hang"))
+    env = {"QOCR_MAX_ATTEMPTS": "8", "QOCR_CALL_DEADLINE_SECONDS": "3"}
+
+    started = time.monotonic()
+    with deployment.worker("-c", "4", **env):
+        finished = _finish(deployment, batch_id, timeout=200)
+        # The faults stop once every item has had its chances; the rest must end anyway.
+
+    report = measure(
+        deployment,
+        batch_id,
+        scenario="provider hangs and trickles",
+        total=total,
+        in_flight_at_fault=0,
+        fault_ended_at=started,
+        finished_at=finished,
+    )
+    stats = deployment.emulator.stats()
+    assert stats["hangs"] + stats["trickles"] > 0, stats
+    assert report.lost == 0 and report.duplicate_results == 0, report
+    assert report.attempt_rows == report.provider_requests, report
+    assert report.max_calls_per_image <= 8, report
+    # A hung call costs its deadline, not a worker slot forever.
+    assert report.succeeded + report.failed == total, report
+
+
+def test_over_long_provider_fields_are_stored_and_calls_stay_bounded(
+    deploy: MakeDeployment, tmp_path: Path
+) -> None:
+    deployment = deploy(latency_ms=(20, 60), seed=27, long_fields_rate=1.0)
+    total = 6
+    write_pngs(tmp_path / "long", total)
+    batch_id = deployment.submit(str(tmp_path / "long"))
+
+    with deployment.worker("-c", "3", QOCR_MAX_ATTEMPTS="3"):
+        finished = _finish(deployment, batch_id)
+
+    report = measure(
+        deployment,
+        batch_id,
+        scenario="over-long provider fields",
+        total=total,
+        in_flight_at_fault=0,
+        fault_ended_at=finished,
+        finished_at=finished,
+    )
+    # Every call saved its attempt (300-character codes and request ids, 5 MB messages
+    # capped), so each image was called exactly QOCR_MAX_ATTEMPTS times, then failed.
+    assert report.failed == total, report
+    assert report.attempt_rows == report.provider_requests == 3 * total, report
+    assert report.max_calls_per_image == 3, report
+    failures = deployment.failures(batch_id)
+    assert all(message and len(message) < 10_000 for _, message in failures.values())
+
+
+def test_a_broker_blip_kills_no_call_in_flight(deploy: MakeDeployment, tmp_path: Path) -> None:
+    deployment = deploy(latency_ms=(1500, 2500), seed=28)
+    url = make_url(deployment.broker_url)
+    assert url.host and url.port
+    total = 16
+    write_pngs(tmp_path / "blip", total)
+    batch_id = deployment.submit(str(tmp_path / "blip"))
+    with FaultyProxy(url.host, url.port) as proxy:
+        deployment.extra_env["QOCR_BROKER_URL"] = proxy.url_for(deployment.broker_url)
+        deployment.extra_env["QOCR_REDIS_URL"] = deployment.broker_url  # throttle: direct
+        with deployment.worker("-c", "4"):
+            assert wait_until(lambda: running_count(deployment, batch_id) >= 4, 60)
+            in_flight = running_count(deployment, batch_id)
+            proxy.cut()
+            cut_at = time.monotonic()
+            finished = _finish(deployment, batch_id)
+
+    report = measure(
+        deployment,
+        batch_id,
+        scenario="broker connection cut",
+        total=total,
+        in_flight_at_fault=in_flight,
+        fault_ended_at=cut_at,
+        finished_at=finished,
+    )
+    assert report.succeeded == total, report
+    # The calls in flight finished and were saved: none was cancelled and paid again.
     _assert_clean(report, paid_twice_at_most=0)

@@ -170,11 +170,6 @@ def test_a_worker_serves_gauges_that_move_with_the_run(
     assert value(after, "qocr_rate_limit_requests_per_minute", model="qwen-vl-ocr-latest") > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the metrics hook calls in worker/process.py (see worker/metrics.py); "
-    "remove this mark when they are added",
-)
 def test_a_workers_counters_match_the_database(deploy: MakeDeployment, tmp_path: Path) -> None:
     deployment = deploy(latency_ms=(50.0, 150.0), error_rate=0.2, seed=3)
     write_pngs(tmp_path / "scans", 20)

@@ -174,3 +174,17 @@ def test_a_kept_result_for_a_finished_item_is_not_a_second_result(engine: Engine
         assert session.scalars(select(Result.text)).all() == ["b"]
     outcomes = dict(_attempts(store, item_id))
     assert outcomes[1] == AttemptOutcome.DISCARDED
+
+
+def test_with_the_broker_idle_an_unreceived_message_is_lost_sooner(engine: Engine) -> None:
+    store = Store(engine)
+    store.create_batch(SPEC, [SourceRow("/img/a.png"), SourceRow("/img/b.png")])
+    fetched_by_the_dead, received = store.pick_for_dispatch(2)
+    store.hold_received([received], utcnow() + timedelta(minutes=5))
+    later = utcnow() + timedelta(seconds=40)
+    # Messages may still wait in the broker's queues: only the long timeout applies.
+    assert store.reap(later, LOST_AFTER).lost_messages == 0
+    # The queues are empty: a message nobody received after 30 s is in no queue.
+    report = store.reap(later, LOST_AFTER, idle_lost_after=timedelta(seconds=30))
+    assert report.lost_messages == 1
+    assert store.pick_for_dispatch(2, now=later) == [fetched_by_the_dead]

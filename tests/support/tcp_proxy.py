@@ -13,7 +13,6 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Iterator
 
 
 class FaultyProxy:
@@ -54,6 +53,12 @@ class FaultyProxy:
     def up(self) -> None:
         with self._lock:
             self._accepting = True
+
+    def __enter__(self) -> FaultyProxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._closed = True
@@ -97,12 +102,3 @@ class FaultyProxy:
             with self._lock:
                 self._open.discard(source)
                 self._open.discard(sink)
-
-
-@contextlib.contextmanager
-def faulty_proxy(target_host: str, target_port: int) -> Iterator[FaultyProxy]:
-    proxy = FaultyProxy(target_host, target_port)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
