@@ -71,11 +71,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         migrate.upgrade(engine)
         engine.dispose()
         return url
-    url: str = request.getfixturevalue("pg_database")
-    engine = make_engine(url)
+    pg_url: str = request.getfixturevalue("pg_database")
+    engine = make_engine(pg_url)
     _truncate(engine)
     engine.dispose()
-    return url
+    return pg_url
 
 
 def _truncate(engine: Engine) -> None:

@@ -108,7 +108,7 @@ def _describe_unsupported(data: bytes) -> str:
     return "not a recognised image"
 
 
-def inspect_image(data: bytes) -> ImageInfo:
+def inspect_image(data: bytes | bytearray | memoryview) -> ImageInfo:
     """Sniff, measure and check an image; raise :class:`ImageError` naming the broken limit."""
     data = bytes(data)
     if not data:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,47 +10,8 @@ import pytest
 from qocr.models import ItemState
 from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
-from tests.support.processes import kill_hard, wait_until
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def test_sigkilled_worker_loses_nothing_and_doubles_nothing(
-    deploy: MakeDeployment, tmp_path: Path
-) -> None:
-    deployment = deploy(latency_ms=(300, 900), seed=3)
-    total = 40
-    write_pngs(tmp_path / "kill", total)
-    batch_id = deployment.submit(str(tmp_path / "kill"))
-    lease = {"QOCR_LEASE_SECONDS": "10"}
-
-    with deployment.worker(name="first", **lease) as first:
-        assert wait_until(lambda: deployment.counts(batch_id)[ItemState.SUCCEEDED] >= 8, 60)
-        kill_hard(first)
-    killed_at = time.monotonic()
-    orphans = deployment.counts(batch_id)[ItemState.RUNNING]
-
-    with deployment.worker(name="second", **lease):
-        # The dead worker's claimed items come back once their lease expires.
-        assert wait_until(
-            lambda: (
-                deployment.counts(batch_id)[ItemState.RUNNING] == 0
-                or deployment.counts(batch_id)[ItemState.SUCCEEDED] == total
-            ),
-            60,
-        )
-        resumed_after = time.monotonic() - killed_at
-        assert deployment.wait_finished(batch_id, timeout=120), deployment.logs()
-
-    assert resumed_after < 60
-    counts = deployment.counts(batch_id)
-    assert counts[ItemState.SUCCEEDED] == total
-    assert deployment.result_count(batch_id) == total
-    paid = Counter(deployment.emulator.stats()["successes_per_image"].values())
-    # Only the calls in flight at the kill may have been paid twice.
-    assert sum(paid.values()) == total
-    assert paid[2] <= max(orphans, 4)
-    assert set(paid) <= {1, 2}
 
 
 def test_two_workers_share_one_rpm_limit(deploy: MakeDeployment, tmp_path: Path) -> None:

@@ -9,14 +9,18 @@ The SDK does not raise on HTTP errors: it returns a response whose ``status_code
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import dashscope
 import pytest
 
 from qocr.emulator.testing import EmulatorHandle, running_emulator, text_png
 from qocr.qwen.images import to_data_url
+
+if TYPE_CHECKING:
+    # Declared by the SDK's stub only: at run time the class lives in dashscope.api_entities.
+    from dashscope import MultiModalConversationResponse
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -117,6 +121,20 @@ def native_url(emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> str
     return emulator.native_base_url
 
 
+def _call(**call: Any) -> MultiModalConversationResponse:
+    """One plain call: the SDK types ``call`` as a response or a stream, whichever was asked."""
+    response = dashscope.MultiModalConversation.call(**call)
+    assert not isinstance(response, Generator), response
+    return response
+
+
+def _stream(**call: Any) -> list[MultiModalConversationResponse]:
+    """Every response of one streamed call (``stream=True`` is added)."""
+    responses = dashscope.MultiModalConversation.call(**call, stream=True)
+    assert isinstance(responses, Generator), responses
+    return list(responses)
+
+
 def _text(response: Any) -> str:
     text = response["output"]["choices"][0]["message"].content[0]["text"]
     assert isinstance(text, str)
@@ -129,7 +147,7 @@ def _text(response: Any) -> str:
 def test_seed_builtin_task(
     native_url: str, task: str, url: str, options: dict[str, Any], model: str
 ) -> None:
-    response = dashscope.MultiModalConversation.call(
+    response = _call(
         api_key=API_KEY,
         model=model,
         messages=image_messages(url, model),
@@ -179,10 +197,8 @@ def test_seed_builtin_task_streamed(
         "messages": image_messages(url, model),
         "ocr_options": {"task": task, **options},
     }
-    plain = dashscope.MultiModalConversation.call(**call)
-    responses = list(
-        dashscope.MultiModalConversation.call(**call, stream=True, incremental_output=True)
-    )
+    plain = _call(**call)
+    responses = _stream(**call, incremental_output=True)
     assert all(r.status_code == 200 for r in responses)
     assert len(responses) > 1
     assert "".join(_text(r) for r in responses) == _text(plain)
@@ -203,12 +219,10 @@ def test_seed_streaming_example(native_url: str) -> None:
             ],
         }
     ]
-    response = dashscope.MultiModalConversation.call(
-        api_key=API_KEY, model=MODEL, messages=messages, stream=True, incremental_output=True
-    )
+    response = _stream(api_key=API_KEY, model=MODEL, messages=messages, incremental_output=True)
     full_content = ""
     for part in response:
-        full_content += part["output"]["choices"][0]["message"].content[0]["text"]
+        full_content += _text(part)  # the seed's part["output"]["choices"][0]... lookup
     assert full_content.startswith("```json\n")
     keys = set(json.loads(full_content.removeprefix("```json\n").removesuffix("\n```")))
     assert "invoice_number" in keys and "passenger_name" in keys
@@ -216,15 +230,13 @@ def test_seed_streaming_example(native_url: str) -> None:
 
 def test_cumulative_stream_is_merged_by_the_sdk(native_url: str) -> None:
     call = {"api_key": API_KEY, "model": MODEL, "messages": image_messages(TICKET_URL)}
-    plain = dashscope.MultiModalConversation.call(**call)
-    parts = list(
-        dashscope.MultiModalConversation.call(**call, stream=True, incremental_output=False)
-    )
+    plain = _call(**call)
+    parts = _stream(**call, incremental_output=False)
     assert _text(parts[-1]) == _text(plain)
 
 
 def test_max_tokens(native_url: str) -> None:
-    response = dashscope.MultiModalConversation.call(
+    response = _call(
         api_key=API_KEY,
         model=MODEL,
         messages=image_messages(TICKET_URL),
@@ -239,15 +251,15 @@ def test_401_wrong_key(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_emulator(api_key="sk-right", recognizer="hash") as emulator:
         monkeypatch.setattr(dashscope, "base_http_api_url", emulator.native_base_url)
         call = {"model": MODEL, "messages": image_messages(TICKET_URL), "api_key": "sk-wrong"}
-        response = dashscope.MultiModalConversation.call(**call)
-        streamed = list(dashscope.MultiModalConversation.call(**call, stream=True))
+        response = _call(**call)
+        streamed = _stream(**call)
     assert (response.status_code, response.code) == (401, "InvalidApiKey")
     assert response.message == "Invalid API-key provided."
     assert [(r.status_code, r.code) for r in streamed] == [(401, "InvalidApiKey")]
 
 
 def test_404_unknown_model(native_url: str) -> None:
-    response = dashscope.MultiModalConversation.call(
+    response = _call(
         api_key=API_KEY, model="qwen-vl-ocr-2099-01-01", messages=image_messages(TICKET_URL)
     )
     assert (response.status_code, response.code) == (404, "ModelNotFound")
@@ -256,21 +268,17 @@ def test_404_unknown_model(native_url: str) -> None:
 
 def test_400_bad_image(native_url: str) -> None:
     tiny = to_data_url(text_png(["x"], font_size=3), "image/png")
-    response = dashscope.MultiModalConversation.call(
-        api_key=API_KEY, model=MODEL, messages=image_messages(tiny)
-    )
+    response = _call(api_key=API_KEY, model=MODEL, messages=image_messages(tiny))
     assert (response.status_code, response.code) == (400, "InvalidParameter")
     assert "do not meet the model restrictions" in response.message
-    download = dashscope.MultiModalConversation.call(
+    download = _call(
         api_key=API_KEY, model=MODEL, messages=image_messages("http://127.0.0.1:9/scan.png")
     )
     assert (download.status_code, download.code) == (400, "InvalidParameter.DataInspection")
 
 
 def test_400_bad_parameter(native_url: str) -> None:
-    response = dashscope.MultiModalConversation.call(
-        api_key=API_KEY, model=MODEL, messages=image_messages(TICKET_URL), top_p=5.0
-    )
+    response = _call(api_key=API_KEY, model=MODEL, messages=image_messages(TICKET_URL), top_p=5.0)
     assert (response.status_code, response.code) == (400, "InvalidParameter")
     assert response.message == "Range of top_p should be (0.0, 1.0]"
 
@@ -279,22 +287,22 @@ def test_429_request_and_token_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_emulator(rpm=60, recognizer="hash") as emulator:
         monkeypatch.setattr(dashscope, "base_http_api_url", emulator.native_base_url)
         call = {"api_key": API_KEY, "model": MODEL, "messages": image_messages(TICKET_URL)}
-        assert dashscope.MultiModalConversation.call(**call).status_code == 200
-        throttled = dashscope.MultiModalConversation.call(**call)
-        streamed = list(dashscope.MultiModalConversation.call(**call, stream=True))
+        assert _call(**call).status_code == 200
+        throttled = _call(**call)
+        streamed = _stream(**call)
     assert (throttled.status_code, throttled.code) == (429, "Throttling.RateQuota")
     assert [(r.status_code, r.code) for r in streamed] == [(429, "Throttling.RateQuota")]
     with running_emulator(tpm=60, recognizer="hash") as emulator:
         monkeypatch.setattr(dashscope, "base_http_api_url", emulator.native_base_url)
         call = {"api_key": API_KEY, "model": MODEL, "messages": image_messages(TICKET_URL)}
-        assert dashscope.MultiModalConversation.call(**call).status_code == 200  # alone: admitted
-        tokens = dashscope.MultiModalConversation.call(**call)
+        assert _call(**call).status_code == 200  # alone: admitted
+        tokens = _call(**call)
     assert (tokens.status_code, tokens.code) == (429, "Throttling.AllocationQuota")
 
 
 def test_data_url_of_a_rendered_page(native_url: str, emulator: EmulatorHandle) -> None:
     image = to_data_url(text_png(["Invoice Code 4417"]), "image/png")
-    response = dashscope.MultiModalConversation.call(
+    response = _call(
         api_key=API_KEY,
         model=MODEL,
         messages=image_messages(image),
@@ -310,15 +318,13 @@ def test_data_url_of_a_rendered_page(native_url: str, emulator: EmulatorHandle) 
 
 @pytest.mark.parametrize("content", ["Say hello", [{"text": "Say hello"}]])
 def test_text_only_call(native_url: str, content: object) -> None:
-    response = dashscope.MultiModalConversation.call(
-        api_key=API_KEY, model=MODEL, messages=[{"role": "user", "content": content}]
-    )
+    response = _call(api_key=API_KEY, model=MODEL, messages=[{"role": "user", "content": content}])
     assert response.status_code == 200, response
     assert _text(response) and response.usage["image_tokens"] == 0
 
 
 def test_logprobs_and_the_references_output_fields(native_url: str) -> None:
-    response = dashscope.MultiModalConversation.call(
+    response = _call(
         api_key=API_KEY,
         model=MODEL,
         messages=image_messages(TICKET_URL),
@@ -332,7 +338,7 @@ def test_logprobs_and_the_references_output_fields(native_url: str) -> None:
     assert all(len(t["top_logprobs"]) == 3 for t in tokens)
     assert response.output["text"] is None and response.output["finish_reason"] is None
     assert response.usage["characters"] == 0
-    refused = dashscope.MultiModalConversation.call(
+    refused = _call(
         api_key=API_KEY,
         model="qwen-vl-ocr-2024-10-28",
         messages=image_messages(TICKET_URL, "qwen-vl-ocr"),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import cast
 
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from qocr.emulator.testing import EmulatorHandle, running_emulator, text_png
 from qocr.qwen.images import to_data_url
@@ -36,8 +38,10 @@ TICKET_URL = (
 MODEL = "qwen-vl-ocr-2025-11-20"
 
 
-def ticket_messages(url: str = TICKET_URL) -> list[dict[str, object]]:
-    return [
+def ticket_messages(url: str = TICKET_URL) -> list[ChatCompletionMessageParam]:
+    # The seed's image part carries DashScope's min_pixels / max_pixels beside the OpenAI
+    # keys; the SDK sends them as given, but its TypedDicts do not declare them.
+    messages: list[dict[str, object]] = [
         {
             "role": "user",
             "content": [
@@ -51,6 +55,7 @@ def ticket_messages(url: str = TICKET_URL) -> list[dict[str, object]]:
             ],
         }
     ]
+    return cast("list[ChatCompletionMessageParam]", messages)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +78,7 @@ def _json_block(text: str) -> dict[str, object]:
 
 
 def test_seed_non_streaming_example(client: OpenAI, emulator: EmulatorHandle) -> None:
-    completion = client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model=MODEL, messages=ticket_messages())
     assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
     assert completion.model == MODEL
     choice = completion.choices[0]
@@ -89,10 +94,10 @@ def test_seed_non_streaming_example(client: OpenAI, emulator: EmulatorHandle) ->
 
 
 def test_seed_streaming_example(client: OpenAI) -> None:
-    plain = client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model=MODEL, messages=ticket_messages())
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=ticket_messages(),  # type: ignore[arg-type]
+        messages=ticket_messages(),
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -115,7 +120,7 @@ def test_data_url_and_extra_body(client: OpenAI, emulator: EmulatorHandle) -> No
     messages = ticket_messages(image)
     completion = client.chat.completions.create(
         model="qwen-vl-ocr-latest",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         temperature=0.01,
         top_p=0.001,
         seed=1,
@@ -127,12 +132,12 @@ def test_data_url_and_extra_body(client: OpenAI, emulator: EmulatorHandle) -> No
 
 
 def test_max_tokens_truncation(client: OpenAI) -> None:
-    plain = client.chat.completions.create(model=MODEL, messages=ticket_messages(), max_tokens=5)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model=MODEL, messages=ticket_messages(), max_tokens=5)
     assert plain.choices[0].finish_reason == "length"
     assert plain.usage is not None and plain.usage.completion_tokens == 5
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=ticket_messages(),  # type: ignore[arg-type]
+        messages=ticket_messages(),
         max_tokens=5,
         stream=True,
     )
@@ -148,16 +153,16 @@ def test_401_wrong_key() -> None:
     with running_emulator(api_key="sk-right") as emulator:
         client = OpenAI(api_key="sk-wrong", base_url=emulator.compatible_base_url, max_retries=0)
         with pytest.raises(openai.AuthenticationError) as caught:
-            client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+            client.chat.completions.create(model=MODEL, messages=ticket_messages())
         with pytest.raises(openai.AuthenticationError):
-            client.chat.completions.create(model=MODEL, messages=ticket_messages(), stream=True)  # type: ignore[arg-type]
+            client.chat.completions.create(model=MODEL, messages=ticket_messages(), stream=True)
     assert caught.value.status_code == 401 and caught.value.code == "invalid_api_key"
     assert caught.value.type == "invalid_request_error"
 
 
 def test_404_unknown_model(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="qwen-vl-ocr-2099-01-01", messages=ticket_messages())  # type: ignore[arg-type]
+        client.chat.completions.create(model="qwen-vl-ocr-2099-01-01", messages=ticket_messages())
     assert caught.value.status_code == 404 and caught.value.code == "model_not_found"
     assert "qwen-vl-ocr-2099-01-01" in caught.value.message
 
@@ -165,13 +170,13 @@ def test_404_unknown_model(client: OpenAI) -> None:
 def test_400_bad_image(client: OpenAI) -> None:
     tiny = to_data_url(text_png(["x"], font_size=3), "image/png")
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=ticket_messages(tiny))  # type: ignore[arg-type]
+        client.chat.completions.create(model=MODEL, messages=ticket_messages(tiny))
     assert caught.value.status_code == 400 and caught.value.code == "invalid_parameter_error"
     assert "do not meet the model restrictions" in caught.value.message
     with pytest.raises(openai.BadRequestError) as gif:
         client.chat.completions.create(
             model=MODEL,
-            messages=ticket_messages("data:image/gif;base64,R0lGODlhAQABAAAAACw="),  # type: ignore[arg-type]
+            messages=ticket_messages("data:image/gif;base64,R0lGODlhAQABAAAAACw="),
         )
     assert gif.value.code == "invalid_parameter_error"
 
@@ -179,9 +184,9 @@ def test_400_bad_image(client: OpenAI) -> None:
 def test_429_request_rate() -> None:
     with running_emulator(rpm=60, recognizer="hash") as emulator:
         client = OpenAI(api_key="sk-test", base_url=emulator.compatible_base_url, max_retries=0)
-        client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+        client.chat.completions.create(model=MODEL, messages=ticket_messages())
         with pytest.raises(openai.RateLimitError) as caught:
-            client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+            client.chat.completions.create(model=MODEL, messages=ticket_messages())
         assert emulator.stats()["successes"] == 1
     assert caught.value.status_code == 429 and caught.value.code == "limit_requests"
     assert caught.value.type == "limit_requests"
@@ -192,7 +197,7 @@ def test_error_inside_a_stream() -> None:
         client = OpenAI(api_key="sk-test", base_url=emulator.compatible_base_url, max_retries=0)
         stream = client.chat.completions.create(
             model=MODEL, messages=ticket_messages(), stream=True
-        )  # type: ignore[arg-type]
+        )
         with pytest.raises(openai.APIError) as caught:
             for _ in stream:
                 pass
@@ -203,14 +208,14 @@ def test_dropped_connection_is_a_connection_error() -> None:
     with running_emulator(drop_rate=1.0, recognizer="hash") as emulator:
         client = OpenAI(api_key="sk-test", base_url=emulator.compatible_base_url, max_retries=0)
         with pytest.raises(openai.APIConnectionError):
-            client.chat.completions.create(model=MODEL, messages=ticket_messages())  # type: ignore[arg-type]
+            client.chat.completions.create(model=MODEL, messages=ticket_messages())
         assert emulator.stats()["drops"] == 1
 
 
 def test_logprobs_plain_and_streamed_and_a_text_only_call(client: OpenAI) -> None:
     plain = client.chat.completions.create(
         model=MODEL,
-        messages=ticket_messages(),  # type: ignore[arg-type]
+        messages=ticket_messages(),
         logprobs=True,
         top_logprobs=2,
     )
@@ -220,7 +225,7 @@ def test_logprobs_plain_and_streamed_and_a_text_only_call(client: OpenAI) -> Non
     assert all(len(t.top_logprobs) == 2 for t in logprobs.content)
     streamed = client.chat.completions.create(
         model=MODEL,
-        messages=ticket_messages(),  # type: ignore[arg-type]
+        messages=ticket_messages(),
         logprobs=True,
         stream=True,
     )

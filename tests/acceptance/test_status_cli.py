@@ -257,7 +257,7 @@ def test_kie_csv_has_one_column_per_flattened_schema_field(built: Built, reports
     expected = [(item, result) for item, result in item_rows(reports, built.kie)]
     assert len(rows) == len(expected) == 3
     for row, (item, result) in zip(rows, expected, strict=True):
-        assert result is not None
+        assert result is not None and result.kv_result is not None
         flat = flatten(result.kv_result)
         assert row["item_id"] == str(item.id) and row["source"] == item.source
         assert row["seller.name"] == flat["seller.name"]

@@ -103,16 +103,16 @@ def stream_reply(api: str) -> Reply:
         events.append("data: [DONE]\n\n")
     else:
         for i, part in enumerate(parts, 1):
-            last = i == len(parts)
+            is_last = i == len(parts)
             content: dict[str, Any] = {"text": part}
-            if last:
+            if is_last:
                 content["ocr_result"] = {"kv_result": KV}
             data = {
                 "output": {
                     "choices": [
                         {
                             "message": {"role": "assistant", "content": [content]},
-                            "finish_reason": "stop" if last else "null",
+                            "finish_reason": "stop" if is_last else "null",
                         }
                     ]
                 },

@@ -197,7 +197,7 @@ def test_finish_applies_stop_then_max_tokens(
     reason: str,
     keeps_result: bool,
 ) -> None:
-    result = {"words_info": []}
+    result: dict[str, object] = {"words_info": []}
     sent, finish_reason, ocr_result = finish(
         Answer(text, result), max_tokens=max_tokens, stops=stops
     )

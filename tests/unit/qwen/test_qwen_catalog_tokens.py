@@ -171,4 +171,4 @@ def test_kie_schema_counts_in_the_prompt_estimate() -> None:
 def test_every_model_has_a_price_in_every_region() -> None:
     for region in ("intl", "us", "cn"):
         for name in MODELS:
-            assert all(p > 0 for p in price(name, region))  # type: ignore[arg-type]
+            assert all(p > 0 for p in price(name, region))

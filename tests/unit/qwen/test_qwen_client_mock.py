@@ -208,10 +208,11 @@ def test_api_key_is_in_no_error_of_any_class() -> None:
             seen.add(type(caught.value))
             for text in (str(caught.value), repr(caught.value), repr(caught.value.args)):
                 assert API_KEY not in text
-        for bad_call in (
+        bad_calls: list[Callable[[], object]] = [
             lambda: c.recognize(b"", model="qwen-vl-ocr-latest"),
             lambda: c.recognize("https://x/y.png", model="qwen-vl-ocr-latest", max_tokens=99999),
-        ):
+        ]
+        for bad_call in bad_calls:
             with pytest.raises((ImageError, OptionsError)) as local:
                 bad_call()
             assert API_KEY not in str(local.value) + repr(local.value)

@@ -102,7 +102,7 @@ def test_seed_compatible_stream(step: int | None) -> None:
 
 
 def compatible_stream(text_parts: list[str], finish: str = "stop", usage: bool = True) -> bytes:
-    events = [
+    events: list[dict[str, object]] = [
         {
             "id": "c1",
             "model": "qwen-vl-ocr-latest",

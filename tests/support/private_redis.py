@@ -1,22 +1,15 @@
-"""A broker that restarts empty mid-run (no persistence) costs time, not items."""
+"""A redis-server of the test's own (no persistence), so a test may kill and restart it."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
-from qocr.models import ItemState
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.binaries import redis_server_binary
-from tests.support.images import write_pngs
 from tests.support.processes import wait_until
-
-pytestmark = pytest.mark.timeout(240)
 
 
 def _free_port() -> int:
@@ -69,34 +62,12 @@ class PrivateRedis:
             return False
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
+@contextmanager
+def private_redis_server(workdir: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(workdir)
     server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.kill()
-
-
-def test_redis_restart_mid_run_loses_nothing(
-    deploy: MakeDeployment, tmp_path: Path, private_redis: PrivateRedis
-) -> None:
-    deployment = deploy(latency_ms=(200, 600), seed=9)
-    deployment.broker_url = private_redis.url
-    total = 40
-    write_pngs(tmp_path / "restart", total)
-    batch_id = deployment.submit(str(tmp_path / "restart"))
-
-    with deployment.worker():
-        assert wait_until(lambda: deployment.counts(batch_id)[ItemState.SUCCEEDED] >= 6, 60)
-        private_redis.kill()  # every queued and unacked message is gone with it
-        time.sleep(2)
-        private_redis.start()
-        assert deployment.wait_finished(batch_id, timeout=150), deployment.logs()
-
-    assert deployment.counts(batch_id)[ItemState.SUCCEEDED] == total
-    assert deployment.result_count(batch_id) == total
-    paid = deployment.emulator.stats()["successes_per_image"]
-    assert len(paid) == total
-    # Calls in flight when the broker died may be paid twice; nothing else.
-    assert sum(1 for count in paid.values() if count > 1) <= 4
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
