@@ -211,7 +211,8 @@ def main() -> None:
     body = (
         f"{SECTION}\n\n"
         f"`python bench/faults.py{' --quick' if args.quick else ''}`, {stamp}, commit "
-        f"`{info.get('git_commit')}`{' plus uncommitted changes' if info.get('git_dirty') else ''}; "
+        f"`{info.get('git_commit')}`"
+        f"{' plus uncommitted changes' if info.get('git_dirty') else ''}; "
         "real `qocr worker` processes (threads pool unless the fault needs prefork) against "
         "the emulator (0.5-3 s per call unless said), QOCR_MAX_ATTEMPTS as in the table. "
         "One run each on a shared 2-core machine.\n\n" + table(rows)

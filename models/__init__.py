@@ -3,6 +3,7 @@
 from qocr.models.base import Base
 from qocr.models.entities import Attempt, Batch, Item, Result
 from qocr.models.schedule_run import ScheduleRun
+from qocr.models.shards import BatchShard, ShardItem
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 from qocr.models.submissions import SubmitRejection
 from qocr.models.tallies import BatchTally
@@ -13,12 +14,14 @@ __all__ = [
     "AttemptOutcome",
     "Base",
     "Batch",
+    "BatchShard",
     "BatchState",
     "BatchTally",
     "Item",
     "ItemState",
     "Result",
     "ScheduleRun",
+    "ShardItem",
     "SubmitRejection",
     "WebhookDelivery",
 ]

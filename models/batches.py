@@ -56,6 +56,7 @@ class BatchWrites(EngineBound):
                     notify_url=spec.notify_url,
                     idempotency_key=spec.idempotency_key,
                     request_sha256=spec.request_sha256,
+                    mode=spec.mode,
                     state=BatchState.RUNNING,
                     created_at=now,
                     updated_at=now,

@@ -46,6 +46,8 @@ class DispatchQueries(EngineBound):
                 Item.dispatched_at.is_(None),
                 or_(Item.not_before.is_(None), Item.not_before <= now),
                 Batch.state == BatchState.RUNNING,
+                # Batch-mode items go to the provider's Batch API (scheduler/batch_mode.py).
+                Batch.mode == "realtime",
             )
             .order_by(Item.id)
             .limit(limit)

@@ -82,6 +82,9 @@ class Batch(Base):
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     # Where the batch's end is POSTed (scheduler/notify.py); None: no webhook.
     notify_url: Mapped[str | None] = mapped_column(Text)
+    # "realtime" (one call per item) or "batch" (the provider's Batch API, in shards:
+    # models/shards.py); the dispatcher publishes realtime batches' items only.
+    mode: Mapped[str] = mapped_column(String(16), default="realtime", server_default="realtime")
 
     items: Mapped[list[Item]] = relationship(back_populates="batch", lazy="raise")
 
@@ -179,14 +182,34 @@ class Result(Base):
     image_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float | None] = mapped_column(Float)
-    # What a result cache keys on: the image's sha256 and the request options' fingerprint.
+    # What the result cache keys on (worker/cache.py): the image's sha256 (for a URL source
+    # read with --cache-urls, a sha256 of the URL and its validators) and the request's
+    # fingerprint (RecognizeOptions.fingerprint with the API).
     image_sha256: Mapped[str | None] = mapped_column(String(64))
     options_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A result reused from the cache: the item whose paid result it copies (not a foreign
+    # key: that batch may be deleted), and that result's token counts, for reference. Its
+    # own token columns are 0: nothing was billed for it.
+    cached_from: Mapped[int | None] = mapped_column(BigId)
+    original_input_tokens: Mapped[int | None] = mapped_column(Integer)
+    original_output_tokens: Mapped[int | None] = mapped_column(Integer)
+    original_image_tokens: Mapped[int | None] = mapped_column(Integer)
+    original_total_tokens: Mapped[int | None] = mapped_column(Integer)
 
     item: Mapped[Item] = relationship(back_populates="result", lazy="raise")
 
-    __table_args__ = (Index("ix_results_cache_key", "image_sha256", "options_fingerprint"),)
+    __table_args__ = (
+        # The cache's lookup: paid results (never copies) of one key, newest first.
+        Index(
+            "ix_results_cache_key",
+            "image_sha256",
+            "options_fingerprint",
+            "created_at",
+            sqlite_where=text("cached_from IS NULL"),
+            postgresql_where=text("cached_from IS NULL"),
+        ),
+    )
 
 
 class Attempt(Base):

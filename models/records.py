@@ -31,6 +31,7 @@ class BatchSpec:
     notify_url: str | None = None
     idempotency_key: str | None = None
     request_sha256: str | None = None
+    mode: str = "realtime"  # or "batch": the provider's Batch API (models/shards.py)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class ResultRecord:
     # What a result cache keys on: the image's sha256 and the request options' fingerprint.
     image_sha256: str | None = None
     options_fingerprint: str | None = None
+    # A result reused from the cache (worker/cache.py): the item it copies, and the token
+    # counts that item paid (this one's are 0).
+    cached_from: int | None = None
+    original_input_tokens: int | None = None
+    original_output_tokens: int | None = None
+    original_image_tokens: int | None = None
+    original_total_tokens: int | None = None
 
 
 @dataclass(frozen=True)

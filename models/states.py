@@ -51,7 +51,7 @@ class BatchState(StrEnum):
 
 
 class AttemptOutcome(StrEnum):
-    """What one call to the provider ended in."""
+    """What one try of an item ended in (a call to the provider, or none: ``cached``)."""
 
     SUCCEEDED = "succeeded"
     RETRY = "retry"  # a retryable error; the item was tried again
@@ -61,3 +61,4 @@ class AttemptOutcome(StrEnum):
     # Written before the request leaves, in the transaction that counts it on the item.
     IN_FLIGHT = "in_flight"
     ABANDONED = "abandoned"  # its worker died (or its result was lost) before it ended
+    CACHED = "cached"  # no call: a paid result of the same image and request was reused

@@ -35,6 +35,11 @@ class TallyKind(StrEnum):
     OUTPUT_TOKENS = "output"  # key: model
     IMAGE_TOKENS = "image"  # key: model
     TOTAL_TOKENS = "total"  # key: model
+    # Results reused from the cache (key ""), and the tokens their originals were billed
+    # (key: model), which the batch did not pay again.
+    CACHED = "cached"
+    SAVED_INPUT_TOKENS = "saved_input"
+    SAVED_OUTPUT_TOKENS = "saved_output"
 
 
 Increments = Mapping[tuple[TallyKind, str], int]

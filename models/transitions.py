@@ -19,6 +19,7 @@ from qocr.models.base import utcnow
 from qocr.models.db import EngineBound, rows_changed
 from qocr.models.entities import Attempt, Item, Result
 from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
+from qocr.models.result_cache import reuse_tallies
 from qocr.models.states import AttemptOutcome, ItemState, sources_of
 from qocr.models.tallies import TallyKind, add_tallies
 from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
@@ -217,6 +218,7 @@ class ItemTransitions(EngineBound):
                 (TallyKind.OUTPUT_TOKENS, model): result.output_tokens,
                 (TallyKind.IMAGE_TOKENS, model): result.image_tokens,
                 (TallyKind.TOTAL_TOKENS, model): result.total_tokens,
+                **reuse_tallies(result),
             },
         )
 

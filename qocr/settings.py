@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # qwen-vl-ocr and its dated snapshots, 8,192 at most); None: the documented ceilings.
     granted_max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     log_level: str = "INFO"
+    # Batch API mode (``--mode batch``, scheduler/batch_mode.py): the provider's per-file
+    # limits (50,000 lines, 500 MB, 6 MB a line), lowered in tests; seconds between polls of
+    # one provider batch; how long a presigned S3 URL in a shard lives (beyond the 24 h
+    # completion window; SigV4 allows 7 days at most).
+    batch_max_lines: int = Field(default=50_000, ge=1, le=50_000)
+    batch_max_bytes: int = Field(default=500 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
+    batch_max_line_bytes: int = Field(default=6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024)
+    batch_poll_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    batch_presign_seconds: int = Field(default=3 * 86_400, gt=86_400, le=7 * 86_400)
     # Signs completion webhooks (HMAC-SHA256); a worker without it sends none (see
     # docs/webhooks.md). SecretStr: never in repr(), logs or the database.
     webhook_secret: SecretStr | None = None

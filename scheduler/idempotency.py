@@ -71,6 +71,7 @@ def request_sha256(request: BatchRequest) -> str:
         "name": request.name,
         "s3_mode": request.s3_mode,
         "notify_url": request.notify_url,
+        "cache": request.cache_policy().source_options(),
     }
     text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

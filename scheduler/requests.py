@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from qocr.errors import QocrError
 from qocr.qwen.options import RecognizeOptions
+from qocr.scheduler.cache_policy import policy_from_values
 from qocr.scheduler.schema_file import SchemaError, check_schema
 from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Api, S3Mode, Settings
@@ -37,8 +38,8 @@ REQUEST_OPTIONS = {
     "seed": "seed",
     "stop": "stop",
 }
-# The options about the batch rather than the model.
-BATCH_OPTIONS = ("name", "api", "s3_mode", "notify")
+# The options about the batch rather than the model (the cache's: scheduler.cache_policy).
+BATCH_OPTIONS = ("name", "api", "s3_mode", "notify", "cache", "cache_max_age", "cache_urls")
 OPTION_NAMES = frozenset((*REQUEST_OPTIONS, *BATCH_OPTIONS))
 NOTIFY_MAX_CHARS = 2048
 NAME_MAX_CHARS = 1000
@@ -87,6 +88,12 @@ def request_from_options(
         name=_name(given.get("name")),
         s3_mode=_choice("s3_mode", given.get("s3_mode") or settings.s3_mode, get_args(S3Mode)),
         notify_url=check_notify_url(given["notify"]) if "notify" in given else None,
+        cache=policy_from_values(
+            request_options.model,
+            given.get("cache"),
+            given.get("cache_max_age"),
+            given.get("cache_urls"),
+        ),
     )
 
 

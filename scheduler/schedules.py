@@ -16,7 +16,8 @@
 
 Every other batch option of ``qocr submit`` has a key of the same name (``api``, ``model``,
 ``prompt``, ``min_pixels``, ``max_pixels``, ``rotate``, ``max_tokens``, ``stream``,
-``s3_mode``, ``batch_name``, and the sampling options ``temperature``, ``top_p``, ``top_k``,
+``s3_mode``, ``batch_name``, ``cache`` (default true), ``cache_max_age`` (e.g. ``"7d"``),
+``cache_urls``, and the sampling options ``temperature``, ``top_p``, ``top_k``,
 ``repetition_penalty``, ``presence_penalty``, ``seed``, ``stop`` (a string or a list), whose
 defaults the reference recommends keeping); unset ones fall back to the settings, as on
 the command line.
@@ -41,6 +42,7 @@ from qocr.errors import ConfigError
 from qocr.qwen.errors import OptionsError
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import parse_s3_uri
+from qocr.scheduler.cache_policy import CachePolicy
 from qocr.scheduler.requests import RequestError, check_notify_url
 from qocr.scheduler.schema_file import SchemaError, check_schema, read_schema_file
 from qocr.scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
@@ -100,6 +102,10 @@ class _ScheduleFields(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     s3_mode: Literal["inline", "presign"] | None = None
+    # The result cache (scheduler.cache_policy): on by default, like `qocr submit`.
+    cache: bool = True
+    cache_max_age: str | None = None
+    cache_urls: bool = False
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -117,6 +123,13 @@ class _ScheduleFields(BaseModel):
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("cache_max_age")
+    @classmethod
+    def _max_age(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @field_validator("batch_name", "results_to")
@@ -163,6 +176,7 @@ class Schedule:
     batch_name: str
     results_to: str | None
     notify_url: str | None = None
+    cache: CachePolicy | None = None  # None: the model's default
 
     def due_slot(self, now: datetime) -> datetime | None:
         """The slot to run at ``now``: the latest one, unless it is more than catch_up late.
@@ -186,6 +200,7 @@ class Schedule:
             schedule_name=self.name,
             scheduled_for=slot,
             notify_url=self.notify_url,
+            cache=self.cache,
         )
 
     def results_uri(self, slot: datetime, batch_id: int) -> str | None:
@@ -319,6 +334,14 @@ def _build(name: str, raw: Any, settings: Settings, base_dir: Path, where: str) 
         batch_name=fields.batch_name,
         results_to=fields.results_to,
         notify_url=fields.notify,
+        cache=CachePolicy.for_model(
+            fields.model or settings.model,
+            enabled=fields.cache,
+            max_age_seconds=None
+            if fields.cache_max_age is None
+            else int(parse_duration(fields.cache_max_age).total_seconds()),
+            urls=fields.cache_urls,
+        ),
     )
 
 

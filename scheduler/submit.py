@@ -12,6 +12,7 @@ from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.store import Store
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
+from qocr.scheduler.cache_policy import CachePolicy
 from qocr.scheduler.sources import SourceError, SourceExpander
 from qocr.settings import Settings
 
@@ -33,6 +34,11 @@ class BatchRequest:
     # Set by scheduler.idempotency for a submit with a key: the key and the request's hash.
     idempotency_key: str | None = None
     request_sha256: str | None = None
+    # None: the default policy for the model (scheduler.cache_policy).
+    cache: CachePolicy | None = None
+
+    def cache_policy(self) -> CachePolicy:
+        return self.cache if self.cache is not None else CachePolicy.for_model(self.options.model)
 
     def spec(self) -> BatchSpec:
         return BatchSpec(
@@ -43,7 +49,7 @@ class BatchRequest:
             prompt=self.options.prompt,
             result_schema=self.options.result_schema,
             options=self.options.to_dict(),
-            source_options={"s3_mode": self.s3_mode},
+            source_options={"s3_mode": self.s3_mode, **self.cache_policy().source_options()},
             schedule_name=self.schedule_name,
             scheduled_for=self.scheduled_for,
             notify_url=self.notify_url,

@@ -29,6 +29,7 @@ from qocr.qwen.retry import retry_policy
 from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
 from qocr.worker import metrics
 from qocr.worker.breaker import CallOutcome
+from qocr.worker.cache import Verdict
 from qocr.worker.fetch import FetchError
 from qocr.worker.limits import LIMITS
 from qocr.worker.runtime import BatchPlan, Runtime
@@ -134,7 +135,11 @@ class ItemProcessor:
             self.rt.store.fail(item, exc.code, exc.message)
             metrics.record_finished("failed", exc.code)
             return Outcome.FAILED
-        return self._call_and_persist(item, plan, image, sha256, current)
+        # A paid result of the same image and request ends the item here, with no call.
+        with self.rt.cache.before_call(item, plan, sha256) as lookup:
+            if lookup.verdict is not Verdict.CALL:
+                return Outcome(lookup.verdict.value)
+            return self._call_and_persist(item, plan, image, lookup.image_key, current)
 
     def _load_image(self, item: ClaimedItem, plan: BatchPlan) -> tuple[PreparedImage, str | None]:
         raw = self.rt.fetcher.fetch(item.source, plan.s3_mode)
@@ -247,7 +252,7 @@ class ItemProcessor:
             metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)
             self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
             self._learn(model, image, usage)
-        record = result_record(result, latency_ms, sha256, plan.options.fingerprint())
+        record = result_record(result, latency_ms, sha256, plan.fingerprint)
         attempt = AttemptRecord(
             started_at=current.started,
             ended_at=utcnow(),

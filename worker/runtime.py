@@ -16,7 +16,9 @@ from qocr.qwen.client import QwenOCRClient
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
 from qocr.settings import Settings
+from qocr.scheduler.cache_policy import CachePolicy
 from qocr.worker.breaker import CircuitBreaker, KeyValue, MemoryKeyValue, RedisKeyValue
+from qocr.worker.cache import ResultCache
 from qocr.worker.fetch import ImageFetcher
 from qocr.worker.leases import LeaseKeeper
 from qocr.worker.limits import LIMITS
@@ -33,6 +35,9 @@ class BatchPlan:
     options: RecognizeOptions
     s3_mode: str
     limits: Limits
+    # What the result cache keys a request on (the options and the API), and its policy.
+    fingerprint: str = ""
+    cache: CachePolicy = CachePolicy(enabled=False)
 
 
 class Runtime:
@@ -89,6 +94,21 @@ class Runtime:
         return CircuitBreaker(kv)
 
     @cached_property
+    def cache(self) -> ResultCache:
+        kv = self._breaker_kv  # the embedded mode's memory twin
+        if kv is None:
+            import redis
+
+            kv = RedisKeyValue(redis.Redis.from_url(self.settings.effective_redis_url))
+        # A key stays "in flight" for as long as one claim's calls may take.
+        in_flight_seconds = (
+            LIMITS.throttle_max_wait_seconds
+            + LIMITS.in_process_budget_seconds
+            + self.settings.call_deadline_seconds
+        )
+        return ResultCache(self.store, kv, self.worker_name, in_flight_seconds)
+
+    @cached_property
     def spool(self) -> ResultSpool:
         # One folder per database: a kept result belongs to the database its item is in.
         database = self.store.engine.url.render_as_string(hide_password=True)
@@ -141,6 +161,8 @@ class Runtime:
             options=options,
             s3_mode=str(batch.source_options.get("s3_mode", self.settings.s3_mode)),
             limits=Limits(rpm=self.settings.rpm or spec.rpm, tpm=self.settings.tpm or spec.tpm),
+            fingerprint=options.fingerprint(api=batch.api),
+            cache=CachePolicy.from_source_options(batch.source_options, options.model),
         )
         self._plans[batch_id] = plan
         return plan
@@ -150,6 +172,8 @@ class Runtime:
             self.spool.stop()
         if "leases" in self.__dict__:
             self.leases.stop()
+        if "cache" in self.__dict__:
+            self.cache.close()
         for client in self._clients.values():
             client.close()
         self._clients.clear()
@@ -163,6 +187,7 @@ class Runtime:
         self.__dict__.pop("leases", None)
         self.__dict__.pop("spool", None)
         self.__dict__.pop("breaker", None)
+        self.__dict__.pop("cache", None)
         self._clients.clear()
 
 

@@ -61,6 +61,25 @@ def batch_options(command: F) -> F:
             help="POST the batch's status document to URL when it ends, signed with "
             "QOCR_WEBHOOK_SECRET (docs/webhooks.md).",
         ),
+        click.option(
+            "--cache/--no-cache",
+            default=None,
+            help="Reuse a paid result of the same image and request instead of paying again "
+            "(default: on).",
+        ),
+        click.option(
+            "--cache-max-age",
+            metavar="DURATION",
+            help="Reuse only results at most this old, e.g. 7d, 12h (default: any age; "
+            "30d for -latest models, which change without notice).",
+        ),
+        click.option(
+            "--cache-urls",
+            is_flag=True,
+            default=None,
+            help="Reuse results for URL sources too, keyed by the exact URL (and its "
+            "ETag/Last-Modified): off by default, a URL's content may change.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
     ]
     for decorator in reversed(decorators):
@@ -94,6 +113,9 @@ def request_options(params: dict[str, Any]) -> dict[str, Any]:
         **sampling_values(params),
         "s3_mode": params.get("s3_mode"),
         "notify": params.get("notify"),
+        "cache": params.get("cache"),
+        "cache_max_age": params.get("cache_max_age"),
+        "cache_urls": params.get("cache_urls"),
     }
 
 

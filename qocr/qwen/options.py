@@ -20,7 +20,8 @@ from qocr.qwen.errors import OptionsError
 from qocr.qwen.tasks import Task, check_task_supported
 
 _SCHEMA_MAX_DEPTH = 3
-_FINGERPRINT_VERSION = 1
+# 2: the schema's key order and the API count (1 sorted the schema's keys).
+_FINGERPRINT_VERSION = 2
 # Options that cannot change the answer: how it travels, or what the account may ask for.
 _NOT_IN_FINGERPRINT = frozenset({"stream", "granted_max_tokens"})
 
@@ -60,7 +61,8 @@ class RecognizeOptions:
         _validate(self)
 
     def __hash__(self) -> int:
-        return hash(self.fingerprint())
+        # Sorted keys: equal options (a schema's dict equality ignores order) hash equal.
+        return hash(_compact(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-safe dict (unset options left out)."""
@@ -80,16 +82,28 @@ class RecognizeOptions:
             raise OptionsError("options need a model")
         return cls(**data)
 
-    def fingerprint(self) -> str:
-        """sha256 hex of the canonical JSON of the options that change the answer."""
+    def fingerprint(self, api: str | None = None) -> str:
+        """sha256 hex of the canonical JSON of what changes the answer: every option but how
+        the answer travels, and ``api`` when given (the native API takes a task as a
+        parameter and answers with its own fields; the compatible one gets a prompt).
+
+        The schema keeps its key order (the model answers in it); other keys are sorted.
+        """
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+        if self.result_schema is not None:
+            data["result_schema"] = _compact(self.result_schema, sort_keys=False)
+        if api is not None:
+            data["api"] = api
         data["v"] = _FINGERPRINT_VERSION
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return hashlib.sha256(_compact(data, sort_keys=True).encode("utf-8")).hexdigest()
 
     def effective_max_tokens(self) -> int:
         """The output bound of this request: ``max_tokens`` or the model's default."""
         return self.max_tokens or model_spec(self.model).default_max_tokens
+
+
+def _compact(value: Any, sort_keys: bool) -> str:
+    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
 
 
 def _copy_schema(schema: Any) -> dict[str, Any]:

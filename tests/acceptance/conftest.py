@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,7 @@ import pytest
 from qocr.emulator.testing import running_emulator
 from qocr.migrations import migrate
 from qocr.models.db import make_engine
-from tests.support.pipeline import Deployment
-
-MakeDeployment = Callable[..., Deployment]
+from tests.support.pipeline import Deployment, MakeDeployment
 
 
 @pytest.fixture

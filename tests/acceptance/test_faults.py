@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import MakeDeployment
 from tests.support import fault_scenarios as scenarios
 from tests.support.fault_scenarios import Sizes
 from tests.support.faults import FaultReport
+from tests.support.pipeline import MakeDeployment
 from tests.support.private_redis import private_redis_server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]

@@ -23,8 +23,8 @@ from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.worker.throttle import HEADROOM
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
+from tests.support.pipeline import MakeDeployment
 from tests.support.processes import qocr_env, wait_until
 
 pytestmark = pytest.mark.timeout(240)

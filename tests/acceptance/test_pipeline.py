@@ -16,9 +16,8 @@ from sqlalchemy import func, select
 
 from qocr.models import Attempt, BatchState, Item, ItemState
 from qocr.s3 import make_s3_client
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import expected_text, png_bytes, write_pngs
-from tests.support.pipeline import Deployment
+from tests.support.pipeline import Deployment, MakeDeployment
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.timeout(240)

@@ -22,10 +22,9 @@ from qocr import Client
 from qocr.api import NotFoundError
 from qocr.models import Batch, BatchState, Item, Result
 from qocr.settings import Settings
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.http_folder import serve_folder
 from tests.support.images import png_bytes
-from tests.support.pipeline import API_KEY, Deployment
+from tests.support.pipeline import API_KEY, Deployment, MakeDeployment
 from tests.support.processes import QOCR, wait_until
 
 pytestmark = pytest.mark.timeout(240)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from qocr.models import ItemState
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
+from tests.support.pipeline import MakeDeployment
 
 pytestmark = pytest.mark.timeout(300)
 

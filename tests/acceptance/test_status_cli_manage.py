@@ -30,7 +30,7 @@ from qocr.settings import load_settings
 from qocr.worker.embedded import run_batch as process_batch
 from qocr.worker.process import ItemProcessor
 from qocr.worker.runtime import memory_runtime
-from tests.integration.test_reports import API_KEY, invoke, run_batch
+from tests.support.cli_batches import API_KEY, invoke, run_batch
 from tests.support.images import png_bytes, write_pngs
 from tests.support.pipeline import Deployment
 from tests.support.processes import wait_until

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from qocr.emulator.testing import running_emulator
-from tests.integration.test_reports import API_KEY, invoke, run_batch
+from tests.support.cli_batches import API_KEY, invoke, run_batch
 from tests.support.images import write_pngs
 from tests.support.processes import qocr_env
 

@@ -15,9 +15,8 @@ import pytest
 from qocr.api import verify_signature
 from qocr.models.webhooks import DeliveryState, WebhookStore
 from qocr.scheduler.notify import LEASE_SECONDS
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
-from tests.support.pipeline import Deployment
+from tests.support.pipeline import Deployment, MakeDeployment
 from tests.support.processes import QOCR, kill_hard, wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 

@@ -105,8 +105,10 @@ def test_tick_closes_finished_and_cancelled_batches(engine: Engine) -> None:
     assert item is not None
     store.succeed(item, _attempt(), ResultRecord(text="x"))
     assert dispatcher.tick().completed_batches == 1
-    assert store.get_batch(other).state == BatchState.COMPLETED  # type: ignore[union-attr]
-    assert store.get_batch(batch_id).state == BatchState.CANCELLED  # type: ignore[union-attr]
+    other_batch = store.get_batch(other)
+    assert other_batch is not None and other_batch.state == BatchState.COMPLETED
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.state == BatchState.CANCELLED
 
 
 def test_one_dispatcher_holds_the_lock(engine: Engine, redis_url: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from qocr.emulator.testing import running_emulator, text_png
 from qocr.qwen import APITimeoutError, QwenError, QwenOCRClient, ServerError
+from qocr.qwen.catalog import Api
 from qocr.qwen.images import to_data_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -188,9 +189,9 @@ def test_token_rate_limit_per_second() -> None:
 # --- a hostile provider: hangs, trickles, over-long fields, switched while it runs ------------
 
 
-def _client_call(base_url: str, api: str, *, stream: bool = False) -> tuple[Exception, float]:
+def _client_call(base_url: str, api: Api, *, stream: bool = False) -> tuple[Exception, float]:
     started = time.monotonic()
-    with QwenOCRClient("sk-test", api=api, base_url=base_url, deadline_seconds=1.0) as qwen:  # type: ignore[arg-type]
+    with QwenOCRClient("sk-test", api=api, base_url=base_url, deadline_seconds=1.0) as qwen:
         try:
             qwen.recognize(IMAGE, model="qwen-vl-ocr-latest", stream=stream)
         except QwenError as exc:
@@ -201,7 +202,7 @@ def _client_call(base_url: str, api: str, *, stream: bool = False) -> tuple[Exce
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_hanging_provider_holds_the_call_until_the_client_gives_up(
-    api: str, stream: bool
+    api: Api, stream: bool
 ) -> None:
     with running_emulator(recognizer="hash", hang_rate=1.0) as emulator:
         error, elapsed = _client_call(emulator.base_url, api, stream=stream)
@@ -213,7 +214,7 @@ def test_a_hanging_provider_holds_the_call_until_the_client_gives_up(
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_trickling_provider_sends_a_200_that_never_ends_in_time(api: str, stream: bool) -> None:
+def test_a_trickling_provider_sends_a_200_that_never_ends_in_time(api: Api, stream: bool) -> None:
     with running_emulator(recognizer="hash", trickle_rate=1.0, trickle_interval_s=0.2) as emu:
         error, elapsed = _client_call(emu.base_url, api, stream=stream)
         assert isinstance(error, APITimeoutError) and error.code == "deadline_exceeded"
@@ -251,7 +252,7 @@ def test_a_trickled_answer_that_is_waited_for_completes() -> None:
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_over_long_fields_reach_the_client_cut(api: str, stream: bool) -> None:
+def test_over_long_fields_reach_the_client_cut(api: Api, stream: bool) -> None:
     with running_emulator(recognizer="hash", long_fields_rate=1.0) as emulator:
         path, body = (
             (COMPATIBLE, compatible_body()) if api == "compatible" else (NATIVE, native_body())

@@ -19,12 +19,9 @@ from qocr.qwen import (
     ServerError,
     Timeouts,
 )
-from tests.integration.qwen_scripted_server import Reply, ScriptedServer
-from tests.integration.test_qwen_client_transports import (
-    API_KEY,
-    run_calls,
-    stream_reply,
-)
+from qocr.qwen.catalog import Api
+from tests.support.qwen_replies import API_KEY, run_calls, stream_reply
+from tests.support.qwen_scripted_server import Reply, ScriptedServer
 
 CALL = {"image": "https://example.com/scan.png", "model": "qwen-vl-ocr-latest"}
 
@@ -112,7 +109,7 @@ def test_error_event_inside_a_native_stream(server: ScriptedServer) -> None:
 
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
-def test_dropped_connection_mid_stream_is_retryable(server: ScriptedServer, api: str) -> None:
+def test_dropped_connection_mid_stream_is_retryable(server: ScriptedServer, api: Api) -> None:
     reply = stream_reply(api)
     assert reply.chunks is not None
     reply.drop_after = len(reply.chunks) // 2
@@ -135,26 +132,18 @@ def test_stream_closed_cleanly_before_its_end_is_retryable(server: ScriptedServe
     assert error.code == "stream_incomplete"
 
 
-def test_read_timeout_on_a_plain_call(
-    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tests.integration.test_qwen_client_transports as transports
-
-    monkeypatch.setattr(transports, "TIMEOUTS", Timeouts(connect=2.0, read=0.3, stream_idle=5.0))
+def test_read_timeout_on_a_plain_call(server: ScriptedServer) -> None:
+    timeouts = Timeouts(connect=2.0, read=0.3, stream_idle=5.0)
     server.script(Reply(delay_before=1.5, body=b"{}"))
     started = time.monotonic()
-    (error,) = run_calls("compatible", server.base_url, [CALL])
+    (error,) = run_calls("compatible", server.base_url, [CALL], timeouts)
     assert isinstance(error, APITimeoutError) and error.retryable
     assert error.code == "read_timeout"
     assert time.monotonic() - started < 1.4
 
 
-def test_stream_timeout_is_idle_time_not_total_time(
-    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tests.integration.test_qwen_client_transports as transports
-
-    monkeypatch.setattr(transports, "TIMEOUTS", Timeouts(connect=2.0, read=5.0, stream_idle=0.4))
+def test_stream_timeout_is_idle_time_not_total_time(server: ScriptedServer) -> None:
+    timeouts = Timeouts(connect=2.0, read=5.0, stream_idle=0.4)
     chunks = stream_reply("compatible").chunks
     assert chunks is not None
     body = b"".join(chunks)
@@ -164,7 +153,7 @@ def test_stream_timeout_is_idle_time_not_total_time(
     assert flowing.chunks is not None and len(flowing.chunks) * 0.1 > 0.8
     server.script(flowing, stalled)
     started = time.monotonic()
-    ok, error = run_calls("compatible", server.base_url, [{**CALL, "stream": True}] * 2)
+    ok, error = run_calls("compatible", server.base_url, [{**CALL, "stream": True}] * 2, timeouts)
     assert isinstance(ok, OCRResult), ok
     assert isinstance(error, APITimeoutError)
     assert error.code == "stream_idle_timeout"

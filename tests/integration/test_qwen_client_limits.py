@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from qocr.qwen import APITimeoutError, QwenOCRClient, ServerError, Timeouts
+from qocr.qwen.catalog import Api
 from qocr.qwen.errors import ResponseTooLargeError
-from tests.integration.qwen_scripted_server import Reply, ScriptedServer
-from tests.integration.test_qwen_client_transports import API_KEY, plain_reply, stream_reply
+from tests.support.qwen_replies import API_KEY, plain_reply, stream_reply
+from tests.support.qwen_scripted_server import Reply, ScriptedServer
 
-CALL = {"image": "https://example.com/scan.png", "model": "qwen-vl-ocr-latest"}
+CALL: dict[str, Any] = {"image": "https://example.com/scan.png", "model": "qwen-vl-ocr-latest"}
 DEADLINE_SECONDS = 1.0
 MARGIN_SECONDS = 0.5
 # Phase timeouts far above the deadline: only the deadline may end these calls.
@@ -31,22 +33,24 @@ def server() -> Iterator[ScriptedServer]:
         yield scripted
 
 
-def client(server: ScriptedServer, api: str = "compatible", **kwargs: object) -> QwenOCRClient:
+def client(server: ScriptedServer, api: Api = "compatible", **kwargs: Any) -> QwenOCRClient:
     return QwenOCRClient(
         API_KEY,
-        api=api,  # type: ignore[arg-type]
+        api=api,
         base_url=server.base_url,
         timeout=SLOW_TIMEOUTS,
         deadline_seconds=DEADLINE_SECONDS,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
-def timed_failure(server: ScriptedServer, **call: object) -> tuple[Exception, float]:
+def timed_failure(
+    server: ScriptedServer, api: Api = "compatible", **call: Any
+) -> tuple[Exception, float]:
     started = time.monotonic()
-    with client(server, api=str(call.pop("api", "compatible"))) as qwen:
+    with client(server, api=api) as qwen:
         try:
-            qwen.recognize(**{**CALL, **call})  # type: ignore[arg-type]
+            qwen.recognize(**{**CALL, **call})
         except Exception as exc:  # the test asserts on the error's type
             return exc, time.monotonic() - started
     pytest.fail("the call should have failed")
@@ -74,7 +78,7 @@ def test_a_200_body_trickling_one_byte_at_a_time_is_cut_at_the_deadline(
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
 def test_a_stream_of_keep_alive_comments_is_cut_at_the_deadline(
-    server: ScriptedServer, api: str
+    server: ScriptedServer, api: Api
 ) -> None:
     chunks = stream_reply(api).chunks
     assert chunks is not None
@@ -115,10 +119,10 @@ def test_a_call_that_finishes_in_time_is_untouched_and_the_pool_reused(
 ) -> None:
     server.script(plain_reply("compatible"), stream_reply("compatible"), plain_reply("compatible"))
     with client(server) as qwen:
-        first = qwen.recognize(**CALL)  # type: ignore[arg-type]
-        streamed = qwen.recognize(**CALL, stream=True)  # type: ignore[arg-type]
+        first = qwen.recognize(**CALL)
+        streamed = qwen.recognize(**CALL, stream=True)
         time.sleep(DEADLINE_SECONDS + 0.2)  # the first calls' alarms are long past due
-        last = qwen.recognize(**CALL)  # type: ignore[arg-type]
+        last = qwen.recognize(**CALL)
     assert first.text == streamed.text == last.text
     # A keep-alive connection whose alarm was cancelled is reused, not cut.
     ports = {request.client_port for request in server.requests}
@@ -137,7 +141,7 @@ def test_an_answer_over_the_size_cap_fails_without_being_kept(
     server.script(reply)
     qwen = client(server, max_response_bytes=size - 1)
     with qwen, pytest.raises(ResponseTooLargeError) as caught:
-        qwen.recognize(**CALL, stream=stream)  # type: ignore[arg-type]
+        qwen.recognize(**CALL, stream=stream)
     assert caught.value.code == "response_too_large" and not caught.value.retryable
     assert str(size - 1) in caught.value.message
 
@@ -148,11 +152,11 @@ def test_a_declared_content_length_over_the_cap_is_refused_before_reading(
     server.script(Reply(headers={"Content-Type": "application/json"}, body=b"{" + b" " * 5000))
     qwen = client(server, max_response_bytes=1000)
     with qwen, pytest.raises(ResponseTooLargeError, match="5001 bytes"):
-        qwen.recognize(**CALL)  # type: ignore[arg-type]
+        qwen.recognize(**CALL)
 
 
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
-def test_over_long_provider_fields_come_back_cut(server: ScriptedServer, api: str) -> None:
+def test_over_long_provider_fields_come_back_cut(server: ScriptedServer, api: Api) -> None:
     code, request_id, message = "C" * 300, "R" * 300, "M" * (5 * 1024 * 1024)
     if api == "compatible":
         body = {"error": {"message": message, "type": "x", "code": code}, "request_id": request_id}

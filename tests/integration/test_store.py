@@ -40,7 +40,8 @@ def test_create_batch_keeps_each_source_once(engine: Engine) -> None:
     batch_id, count = store.create_batch(SPEC, rows)
     assert count == 2
     assert store.counts_by_state(batch_id)[ItemState.QUEUED] == 2
-    assert store.get_batch(batch_id).total_items == 2  # type: ignore[union-attr]
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.total_items == 2
 
 
 def test_a_failing_source_iterator_leaves_nothing(engine: Engine) -> None:
@@ -93,7 +94,8 @@ def test_success_writes_one_result_and_attempt(engine: Engine) -> None:
         assert row is not None
         assert (row.state, row.attempts) == (ItemState.SUCCEEDED, 1)
     assert store.complete_finished_batches() == [batch_id]
-    assert store.get_batch(batch_id).state == BatchState.COMPLETED  # type: ignore[union-attr]
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.state == BatchState.COMPLETED
 
 
 def test_expired_lease_returns_the_item_and_the_old_worker_loses(engine: Engine) -> None:
@@ -156,11 +158,13 @@ def test_stop_and_cancel_and_retry(engine: Engine) -> None:
     assert store.stop_batch(batch_id, "InvalidApiKey: bad key", "batch_stopped") == 2
     counts = store.counts_by_state(batch_id)
     assert (counts[ItemState.FAILED], counts[ItemState.CANCELLED]) == (1, 2)
-    assert store.get_batch(batch_id).state == BatchState.STOPPED  # type: ignore[union-attr]
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.state == BatchState.STOPPED
     assert store.requeue_failed(batch_id, codes=["InvalidApiKey"]) == 1
     assert store.requeue_failed(batch_id) == 2
     assert store.counts_by_state(batch_id)[ItemState.QUEUED] == 3
-    assert store.get_batch(batch_id).state == BatchState.RUNNING  # type: ignore[union-attr]
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.state == BatchState.RUNNING
     assert store.cancel_batch(batch_id) == 3
 
 

@@ -198,7 +198,8 @@ def test_a_batch_retried_and_ended_again_is_announced_again(
     assert wait_until(lambda: deliveries(store, batch_id) == [DeliveryState.DELIVERED], 10)
 
     assert store.requeue_failed(batch_id) == 2
-    assert store.get_batch(batch_id).state == BatchState.RUNNING  # type: ignore[union-attr]
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.state == BatchState.RUNNING
     notifier.tick()
     assert len(receiver.requests) == 1  # running: nothing to announce
     store.stop_batch(batch_id, "InvalidApiKey: no", code="batch_stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,3 +111,7 @@ class Deployment:
     def close(self) -> None:
         if self._store is not None:
             self._store.engine.dispose()
+
+
+# What the acceptance tier's ``deploy`` fixture gives: ``deploy(**emulator_options)``.
+MakeDeployment = Callable[..., Deployment]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.unit.qwen.qwen_helpers import make_image
+from tests.support.qwen_samples import make_image
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from PIL import Image
 
 from qocr.qwen import ImageError, QwenOCRClient
 from qocr.qwen.images import inspect_image, prepare_image
-from tests.unit.qwen.qwen_helpers import API_KEY
+from tests.support.qwen_samples import API_KEY
 
 
 def photo(fmt: str, size: tuple[int, int] = (320, 240), **save: object) -> bytes:

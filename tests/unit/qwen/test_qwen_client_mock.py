@@ -21,7 +21,7 @@ from qocr.qwen import (
     RecognizeOptions,
     Timeouts,
 )
-from tests.unit.qwen.qwen_helpers import API_KEY, make_image
+from tests.support.qwen_samples import API_KEY, make_image
 
 Handler = Callable[[httpx.Request], httpx.Response]
 COMPAT_OK = {

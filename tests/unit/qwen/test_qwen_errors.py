@@ -20,7 +20,7 @@ from qocr.qwen import (
     ServerError,
 )
 from qocr.qwen.classify import error_fields, error_from_response
-from tests.unit.qwen.qwen_helpers import API_KEY
+from tests.support.qwen_samples import API_KEY
 
 # status, native code, compatible code, message, class, retryable, stops_batch
 TABLE: list[tuple[int, str, str | None, str, type[QwenError], bool, bool]] = [

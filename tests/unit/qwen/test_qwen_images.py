@@ -16,7 +16,7 @@ from qocr.qwen.images import (
     prepare_image,
     sniff_mime,
 )
-from tests.unit.qwen.qwen_helpers import API_KEY, make_heic, make_image
+from tests.support.qwen_samples import API_KEY, make_heic, make_image
 
 ELEVEN_MB = 11 * 1024 * 1024
 

@@ -13,7 +13,7 @@ from qocr.qwen.caps import MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, cap_chars
 from qocr.qwen.classify import error_from_response
 from qocr.qwen.errors import ResponseTooLargeError
 from qocr.qwen.parse import parse_body
-from tests.unit.qwen.qwen_helpers import API_KEY
+from tests.support.qwen_samples import API_KEY
 
 
 class FakeClock:

@@ -118,7 +118,7 @@ def test_fingerprint_is_stable_and_ignores_how_the_answer_travels() -> None:
     streamed = RecognizeOptions(model="qwen-vl-ocr-latest", max_tokens=100, stream=True)
     assert plain.fingerprint() == streamed.fingerprint()
     # Pinned to the canonical form: a change invalidates every cached result.
-    canonical = b'{"max_tokens":100,"model":"qwen-vl-ocr-latest","v":1}'
+    canonical = b'{"max_tokens":100,"model":"qwen-vl-ocr-latest","v":2}'
     assert plain.fingerprint() == hashlib.sha256(canonical).hexdigest()
 
 

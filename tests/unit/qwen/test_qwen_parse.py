@@ -15,7 +15,7 @@ from qocr.qwen.parse import (
     parse_structured,
     split_fenced,
 )
-from tests.unit.qwen.qwen_helpers import load_fixture
+from tests.support.qwen_samples import load_fixture
 
 SEED_KV = {
     "seller_name": "null",

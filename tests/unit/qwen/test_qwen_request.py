@@ -9,7 +9,7 @@ import pytest
 from qocr.qwen import RecognizeOptions
 from qocr.qwen.request import build_request, compatible_body, native_body
 from qocr.qwen.tasks import KIE_SCHEMA_PROMPT, PROMPTS, TASKS
-from tests.unit.qwen.qwen_helpers import API_KEY
+from tests.support.qwen_samples import API_KEY
 
 TICKET_URL = (
     "https://img.alicdn.com/imgextra/i2/O1CN01ktT8451iQutqReELT_!!6000000004408-0-tps-689-487.jpg"

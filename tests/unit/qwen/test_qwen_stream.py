@@ -19,7 +19,7 @@ from qocr.qwen import (
 from qocr.qwen.parse import parse_body
 from qocr.qwen.sse import SSEEvent, SSEParser
 from qocr.qwen.stream import StreamDecoder
-from tests.unit.qwen.qwen_helpers import API_KEY, FIXTURES, load_fixture
+from tests.support.qwen_samples import API_KEY, FIXTURES, load_fixture
 
 
 def feed_all(parser: SSEParser, data: bytes, step: int | None) -> list[SSEEvent]:

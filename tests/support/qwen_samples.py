@@ -1,4 +1,5 @@
-"""Helpers shared by the Qwen-OCR unit tests: synthetic images and the seed's fixtures."""
+"""For the Qwen-OCR unit tests: synthetic images, and the seed's recorded answers kept in
+tests/unit/qwen/fixtures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "qwen" / "fixtures"
 API_KEY = "sk-TESTKEY-9f8e7d6c5b4a"  # recognisable, so leak checks can look for it
 
 

