@@ -181,6 +181,7 @@ def main() -> None:
     parser = bl.base_parser(__doc__ or "")
     parser.add_argument("--only", action="append", choices=sorted(RUNS), default=[])
     parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--redis-db", type=int, default=bl.REDIS_DB_PIPELINE)
     args = parser.parse_args()
     names = args.only or list(RUNS)
     info = bl.machine_info()
@@ -193,7 +194,7 @@ def main() -> None:
         started = time.monotonic()
         with (
             tempfile.TemporaryDirectory(prefix=f"qocr-faults-{name}-") as folder,
-            deployment(Path(folder), bl.REDIS_DB_PIPELINE, latency_ms) as target,
+            deployment(Path(folder), args.redis_db, latency_ms) as target,
         ):
             report = scenario(target, Path(folder), sizes)
         broken = verdict(report, sizes)

@@ -22,6 +22,7 @@ from qocr.models.report_records import (
     Recent,
 )
 from qocr.models.reports import Reports
+from qocr.models.shard_store import BATCH_MODE, ShardInfo, ShardStore
 from qocr.models.states import BatchState, ItemState
 from qocr.models.webhooks import DeliveryInfo
 from qocr.pricing import PriceTable
@@ -55,7 +56,32 @@ def batch_document(
     recent = None
     if summary.batch.state == BatchState.RUNNING:
         recent = reports.finished_since(batch_id, recent_window(summary.batch, now))
-    return summary_json(summary, prices, recent, now, secret)
+    document = summary_json(summary, prices, recent, now, secret)
+    if summary.batch.mode == BATCH_MODE:
+        shards = ShardStore(reports.engine).shards_of(batch_id)
+        document["shards"] = [shard_json(shard, secret) for shard in shards]
+    return document
+
+
+def shard_json(shard: ShardInfo, secret: str | None) -> dict[str, Any]:
+    """One shard of a batch-mode batch: ours and the provider's view of it."""
+    error = shard.error_message
+    return {
+        "id": shard.id,
+        "state": shard.state.value,
+        "provider_status": shard.provider_status,
+        "provider_batch_id": shard.provider_batch_id,
+        "lines": shard.lines,
+        "request_counts": {
+            "total": shard.total,
+            "completed": shard.completed,
+            "failed": shard.failed,
+        },
+        "error": redact_text(error, secret) if error else None,
+        "created_at": iso(shard.created_at),
+        "submitted_at": iso(shard.submitted_at),
+        "finished_at": iso(shard.finished_at),
+    }
 
 
 def counts_json(counts: dict[ItemState, int]) -> dict[str, int]:
@@ -118,6 +144,7 @@ def summary_json(
     return {
         **_batch_head(batch, now, secret),
         "api": batch.api,
+        "mode": batch.mode,
         "model": batch.model,
         "task": batch.task,
         "counts": counts_json(counts),
@@ -129,7 +156,10 @@ def summary_json(
         "finish_reasons": reasons,
         "truncated": summary.finish_reasons.get("length", 0),
         "errors": {code or UNKNOWN: n for code, n in sorted(summary.errors.items(), key=_key)},
-        "cost": cost_json(summary, prices),
+        "cost": cost_json(summary, prices.for_mode(batch.mode)),
+        "cached": summary.cached,
+        "documents": documents_json(summary),
+        "saved": saved_json(summary, prices),
         "notify_url": shown_url(batch.notify_url) if batch.notify_url else None,
     }
 
@@ -172,6 +202,37 @@ def cost_json(summary: BatchSummary, prices: PriceTable) -> dict[str, Any]:
         "region": prices.region,
         "usd": round(total_usd, 6),
         "models": models,
+    }
+
+
+def documents_json(summary: BatchSummary) -> dict[str, int]:
+    """Documents (the sources submitted: an image is a document of one page) and pages (what
+    is read as an image: every image, every page of a split PDF or TIFF, and each document
+    not split yet). Expanded documents are the ones split into pages."""
+    total = summary.batch.total
+    expanded = summary.counts[ItemState.EXPANDED]
+    return {
+        "documents": total - summary.page_items,
+        "pages": total - expanded,
+        "expanded": expanded,
+    }
+
+
+def saved_json(summary: BatchSummary, prices: PriceTable) -> dict[str, Any]:
+    """What the batch's cached results did not cost: their originals' billed tokens, priced
+    like :func:`cost_json` at the prices in force now."""
+    usd = 0.0
+    input_tokens = output_tokens = 0
+    for model, usage in summary.saved_by_model.items():
+        usd += prices.price(model).cost(usage.input_tokens, usage.output_tokens)
+        input_tokens += usage.input_tokens
+        output_tokens += usage.output_tokens
+    return {
+        "currency": "USD",
+        "region": prices.region,
+        "usd": round(usd, 6),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
     }
 
 

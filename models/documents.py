@@ -20,6 +20,7 @@ RESULT_FIELDS = (
     "request_id",
     "model",
     "latency_ms",
+    "cached_from",
 )
 
 
@@ -34,6 +35,8 @@ def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
         "item_id": row.id,
         "batch_id": row.batch_id,
         "source": row.source,
+        "document_id": row.document_id,
+        "page": row.page,
         "state": row.state.value,
         "attempts": row.attempts,
         "error_code": row.error_code,
@@ -54,6 +57,7 @@ def item_json(row: ItemRow, secret: str | None) -> dict[str, Any]:
         "request_id": result.request_id,
         "model": result.model,
         "latency_ms": result.latency_ms,
+        "cached_from": result.cached_from,
         "usage": {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,

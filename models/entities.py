@@ -130,6 +130,12 @@ class Item(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A page of a document (models/document_pages.py): the document's item and the page
+    # number, from 1. NULL for an item made from a source at submit.
+    parent_item_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("items.id", ondelete="CASCADE")
+    )
+    page: Mapped[int | None] = mapped_column(Integer)
 
     batch: Mapped[Batch] = relationship(back_populates="items", lazy="raise")
     result: Mapped[Result | None] = relationship(back_populates="item", lazy="raise")
@@ -160,7 +166,21 @@ class Item(Base):
             sqlite_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
             postgresql_where=text("state = 'queued' AND dispatched_at IS NOT NULL"),
         ),
+        # One item per page of a document, however often its expansion is tried; and a
+        # document's pages in order. Partial: items made at submit add no entry.
+        Index(
+            "ux_items_parent_page",
+            "parent_item_id",
+            "page",
+            unique=True,
+            sqlite_where=text("parent_item_id IS NOT NULL"),
+            postgresql_where=text("parent_item_id IS NOT NULL"),
+        ),
     )
+
+
+# Outside the class: in its body, `text` is the result's column.
+_PAID_ONLY = text("cached_from IS NULL")
 
 
 class Result(Base):
@@ -206,8 +226,8 @@ class Result(Base):
             "image_sha256",
             "options_fingerprint",
             "created_at",
-            sqlite_where=text("cached_from IS NULL"),
-            postgresql_where=text("cached_from IS NULL"),
+            sqlite_where=_PAID_ONLY,
+            postgresql_where=_PAID_ONLY,
         ),
     )
 

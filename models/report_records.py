@@ -12,7 +12,12 @@ from typing import Any
 
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 
-FINISHED_STATES = (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED)
+FINISHED_STATES = (
+    ItemState.SUCCEEDED,
+    ItemState.FAILED,
+    ItemState.CANCELLED,
+    ItemState.EXPANDED,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class BatchInfo:
     finished_at: datetime | None
     idempotency_key: str | None = None
     notify_url: str | None = None
+    mode: str = "realtime"  # or "batch": priced at the Batch API's rate
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,12 @@ class BatchSummary:
     usage_by_model: dict[str, Usage]
     finish_reasons: dict[str | None, int]
     errors: dict[str | None, int]
+    # Results reused from the cache, and per model the tokens their originals were billed
+    # (input and output only), which this batch did not pay.
+    cached: int = 0
+    saved_by_model: dict[str, Usage] = field(default_factory=dict)
+    # Items added as the pages of documents (PDF, TIFF) when they were expanded.
+    page_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class ResultInfo:
     usage: Usage
     latency_ms: float | None
     created_at: datetime | None
+    cached_from: int | None = None  # reused from the cache: the item whose result it copies
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,9 @@ class ItemRow:
     created_at: datetime
     finished_at: datetime | None
     result: ResultInfo | None
+    # A page of a document: the document's item and the page number (from 1).
+    document_id: int | None = None
+    page: int | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,11 @@ _USAGE_FIELDS = {
     TallyKind.IMAGE_TOKENS: "image_tokens",
     TallyKind.TOTAL_TOKENS: "total_tokens",
 }
+# What the batch's cached results did not pay again (their originals' billed tokens).
+_SAVED_FIELDS = {
+    TallyKind.SAVED_INPUT_TOKENS: "input_tokens",
+    TallyKind.SAVED_OUTPUT_TOKENS: "output_tokens",
+}
 
 
 _BATCH_COLUMNS = (
@@ -58,6 +63,7 @@ _BATCH_COLUMNS = (
     Batch.finished_at,
     Batch.idempotency_key,
     Batch.notify_url,
+    Batch.mode,
 )
 
 _ITEM_COLUMNS = (
@@ -70,6 +76,8 @@ _ITEM_COLUMNS = (
     Item.last_error_message,
     Item.created_at,
     Item.finished_at,
+    Item.parent_item_id,
+    Item.page,
 )
 
 _RESULT_COLUMNS = (
@@ -87,6 +95,7 @@ _RESULT_COLUMNS = (
     Result.total_tokens,
     Result.latency_ms,
     Result.created_at.label("result_created_at"),
+    Result.cached_from,
 )
 
 
@@ -154,10 +163,16 @@ class Reports(EngineBound):
             counts = item_counts(session, [batch_id])[batch_id]
             totals = read_tallies(session, [batch_id])[batch_id]
         by_model: dict[str, Usage] = {}
+        saved: dict[str, Usage] = {}
         reasons: dict[str | None, int] = {}
         errors: dict[str | None, int] = {}
         for (kind, key), value in totals.items():
-            if kind == TallyKind.FINISH:
+            if kind in _SAVED_FIELDS:
+                model = key or info.model
+                usage = saved.get(model, Usage())
+                field = _SAVED_FIELDS[kind]
+                saved[model] = replace(usage, **{field: getattr(usage, field) + value})
+            elif kind == TallyKind.FINISH:
                 reasons[key or None] = value
             elif kind == TallyKind.ERROR:
                 errors[key or None] = value
@@ -174,6 +189,9 @@ class Reports(EngineBound):
             usage_by_model=by_model,
             finish_reasons=reasons,
             errors=errors,
+            cached=totals.get((TallyKind.CACHED, ""), 0),
+            saved_by_model=saved,
+            page_items=totals.get((TallyKind.PAGES, ""), 0),
         )
 
     def finished_since(self, batch_id: int, since: datetime) -> Recent:
@@ -293,6 +311,7 @@ def _batch_info(row: Any) -> BatchInfo:
         finished_at=row.finished_at,
         idempotency_key=row.idempotency_key,
         notify_url=row.notify_url,
+        mode=row.mode,
     )
 
 
@@ -315,6 +334,7 @@ def _item_row(row: Any) -> ItemRow:
             ),
             latency_ms=row.latency_ms,
             created_at=row.result_created_at,
+            cached_from=row.cached_from,
         )
     return ItemRow(
         id=row.id,
@@ -327,4 +347,6 @@ def _item_row(row: Any) -> ItemRow:
         created_at=row.created_at,
         finished_at=row.finished_at,
         result=result,
+        document_id=row.parent_item_id,
+        page=row.page,
     )

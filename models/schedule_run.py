@@ -36,7 +36,8 @@ from qocr.models.states import BatchState, ItemState
 from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
 
 # Items that count as done for ``only_new``: finished well, or on their way.
-DONE_ITEM_STATES = (ItemState.SUCCEEDED, ItemState.QUEUED, ItemState.RUNNING)
+# An expanded document is done: its pages are items of that batch (and retried there).
+DONE_ITEM_STATES = (ItemState.SUCCEEDED, ItemState.QUEUED, ItemState.RUNNING, ItemState.EXPANDED)
 FINISHED_BATCH_STATES = (BatchState.COMPLETED, BatchState.CANCELLED, BatchState.STOPPED)
 
 

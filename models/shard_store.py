@@ -105,7 +105,7 @@ class ShardInfo:
     finished_at: datetime | None
 
 
-def _free_items(batch_id: Any, now: datetime) -> Select[tuple[int]]:
+def _free_items(batch_id: Any, now: datetime) -> Select[int]:
     """The batch's due queued items that no shard holds, oldest first."""
     held = exists().where(ShardItem.item_id == Item.id)
     return (
@@ -146,11 +146,14 @@ class ShardStore(EngineBound):
                 .returning(BatchShard.id)
             ).scalar_one()
             picked = _free_items(batch_id, now).limit(max_lines).subquery()
-            taken = conn.execute(
-                insert(ShardItem).from_select(
-                    ["item_id", "shard_id"], select(picked.c.id, literal(shard_id))
-                )
-            ).rowcount
+            # Counted from RETURNING: an INSERT … SELECT's rowcount is not reliable on psycopg.
+            taken = len(
+                conn.execute(
+                    insert(ShardItem)
+                    .from_select(["item_id", "shard_id"], select(picked.c.id, literal(shard_id)))
+                    .returning(ShardItem.item_id)
+                ).all()
+            )
             if not taken:
                 conn.execute(delete(BatchShard).where(BatchShard.id == shard_id))
                 return None
@@ -295,7 +298,10 @@ class ShardStore(EngineBound):
             .order_by(Item.id)
         )
         with self.engine.connect() as conn:
-            return [ShardItemRow(row.id, row.source, ItemState(row.state)) for row in conn.execute(query)]
+            return [
+                ShardItemRow(row.id, row.source, ItemState(row.state))
+                for row in conn.execute(query)
+            ]
 
     def release(self, shard_id: int, item_ids: Sequence[int], not_before: datetime | None) -> None:
         """Let go of items that did not fit (or could not be read yet): a later shard takes them."""
@@ -383,7 +389,10 @@ class ShardStore(EngineBound):
                 conn,
                 lease.batch_id,
                 lease.id,
-                {(TallyKind.STATE, ItemState.FAILED.value): spent, (TallyKind.ERROR, SPENT_CODE): spent},
+                {
+                    (TallyKind.STATE, ItemState.FAILED.value): spent,
+                    (TallyKind.ERROR, SPENT_CODE): spent,
+                },
             )
             not_queued = select(Item.id).where(Item.id.in_(held), Item.state != ItemState.QUEUED)
             conn.execute(
@@ -397,6 +406,38 @@ class ShardStore(EngineBound):
                 .values(lines=len(rows), bytes=size_bytes)
             )
         return sorted(int(row.id) for row in rows)
+
+    def fail_uncounted(self, lease: ShardLease, failures: Sequence[tuple[int, str, str]]) -> int:
+        """Fail items whose line could not be made (no call was counted for them):
+        (item id, code, message) each, as a realtime item that fails before its call."""
+        now = utcnow()
+        failed = 0
+        with self.engine.begin() as conn:
+            for item_id, code, message in failures:
+                moved = conn.execute(
+                    update(Item)
+                    .where(Item.id == item_id, Item.state == ItemState.QUEUED)
+                    .values(
+                        state=ItemState.FAILED,
+                        finished_at=now,
+                        updated_at=now,
+                        last_error_code=cap(code, CODE_MAX_CHARS),
+                        last_error_message=cap(message, MESSAGE_MAX_CHARS),
+                    )
+                ).rowcount
+                conn.execute(delete(ShardItem).where(ShardItem.item_id == item_id))
+                if moved:
+                    failed += 1
+                    add_tallies(
+                        conn,
+                        lease.batch_id,
+                        item_id,
+                        {
+                            (TallyKind.STATE, ItemState.FAILED.value): 1,
+                            (TallyKind.ERROR, cap(code, CODE_MAX_CHARS) or ""): 1,
+                        },
+                    )
+        return failed
 
     def record_file(self, lease: ShardLease, file_id: str) -> bool:
         """The uploaded file's id, kept before the provider batch is made from it."""

@@ -6,16 +6,21 @@ from enum import StrEnum
 
 
 class ItemState(StrEnum):
-    """Where one image stands. Stored as the lowercase value."""
+    """Where one item (an image, a document or a document's page) stands; stored lowercase."""
 
     QUEUED = "queued"  # waiting in SQL (maybe also in the broker, or waiting for a retry time)
     RUNNING = "running"  # claimed by one worker under a lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A document (PDF, TIFF) whose pages were added to its batch as items of their own, in
+    # the transaction that ended it (models.document_pages): it is done; its pages go on.
+    EXPANDED = "expanded"
 
 
-TERMINAL_ITEM_STATES = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED})
+TERMINAL_ITEM_STATES = frozenset(
+    {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED, ItemState.EXPANDED}
+)
 
 # The item state machine, written once. Every transition in the store is one conditional
 # UPDATE whose WHERE clause names the states it may leave, taken from this table.
@@ -26,10 +31,19 @@ ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
         {ItemState.RUNNING, ItemState.CANCELLED, ItemState.FAILED, ItemState.SUCCEEDED}
     ),
     # RUNNING -> QUEUED: a retry later, or a lease that expired under a dead worker.
+    # RUNNING -> EXPANDED: a document whose worker read its page count and added its pages.
     ItemState.RUNNING: frozenset(
-        {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.QUEUED, ItemState.CANCELLED}
+        {
+            ItemState.SUCCEEDED,
+            ItemState.FAILED,
+            ItemState.QUEUED,
+            ItemState.CANCELLED,
+            ItemState.EXPANDED,
+        }
     ),
     ItemState.SUCCEEDED: frozenset(),
+    # Its pages are retried one by one (`qocr retry`), never the document again.
+    ItemState.EXPANDED: frozenset(),
     # `qocr retry` puts failed and cancelled items back in the queue.
     ItemState.FAILED: frozenset({ItemState.QUEUED}),
     ItemState.CANCELLED: frozenset({ItemState.QUEUED}),

@@ -40,6 +40,8 @@ class TallyKind(StrEnum):
     CACHED = "cached"
     SAVED_INPUT_TOKENS = "saved_input"
     SAVED_OUTPUT_TOKENS = "saved_output"
+    # Page items added by expanding documents (key ""): documents = total - pages.
+    PAGES = "pages"
 
 
 Increments = Mapping[tuple[TallyKind, str], int]

@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from qocr.errors import ConfigError
+from qocr.qwen.batch_limits import BATCH_PRICE_RATE
 from qocr.qwen.catalog import REGIONS, Region, price
 
 TOKENS_PER_UNIT = 1_000_000
@@ -57,19 +58,29 @@ class PriceTable:
     overrides_source: str = "catalog"
     price_in: float | None = None
     price_out: float | None = None
+    # A share of the prices above: the Batch API bills BATCH_PRICE_RATE of realtime.
+    rate: float = 1.0
 
     def price(self, model: str) -> Price:
         base = self.overrides.get(model) or self.overrides.get(ANY_MODEL)
         source = self.overrides_source
         if base is None:
             base, source = price(model, self.region), "catalog"
-        if self.price_in is None and self.price_out is None:
+        if self.price_in is not None or self.price_out is not None:
+            base = (
+                base[0] if self.price_in is None else self.price_in,
+                base[1] if self.price_out is None else self.price_out,
+            )
+            source = "option"
+        if self.rate == 1.0:
             return Price(base[0], base[1], source)
         return Price(
-            base[0] if self.price_in is None else self.price_in,
-            base[1] if self.price_out is None else self.price_out,
-            "option",
+            base[0] * self.rate, base[1] * self.rate, f"{source} × {self.rate:g} batch rate"
         )
+
+    def for_mode(self, mode: str) -> PriceTable:
+        """This table for a batch of ``mode``: batch mode pays the Batch API's rate."""
+        return replace(self, rate=BATCH_PRICE_RATE) if mode == "batch" else self
 
 
 def load_price_file(

@@ -67,6 +67,7 @@ class Dispatcher:
         notifier: Notifier | None = None,
         broker_backlog: Callable[[], int] | None = None,
         idle_lost_after: timedelta | None = None,
+        batch_mode: Callable[[], object] | None = None,
     ) -> None:
         """``lost_after``: a message not claimed this long after dispatch is taken as lost.
 
@@ -89,6 +90,8 @@ class Dispatcher:
         self.idle_lost_after = idle_lost_after
         self._reap_resumes_at = 0.0
         self.notifier = notifier
+        # Batch mode's step (scheduler/batch_mode.py): shards planned, handed out, polled.
+        self.batch_mode = batch_mode
 
     def _idle_lost_after(self) -> timedelta | None:
         if self.broker_backlog is None or self.idle_lost_after is None:
@@ -109,6 +112,8 @@ class Dispatcher:
             log.warning("%d items had expired leases (dead worker?)", reaped.expired_leases)
         completed = self.store.complete_finished_batches()
         published = self.top_up()
+        if self.batch_mode is not None:
+            self.batch_mode()
         self._notify()
         return TickReport(
             published=published,

@@ -72,7 +72,10 @@ def request_sha256(request: BatchRequest) -> str:
         "s3_mode": request.s3_mode,
         "notify_url": request.notify_url,
         "cache": request.cache_policy().source_options(),
+        "documents": request.documents.source_options(),
     }
+    if request.mode != "realtime":  # realtime digests stay what they were
+        canonical["mode"] = request.mode
     text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

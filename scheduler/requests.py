@@ -13,8 +13,10 @@ from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from qocr.errors import QocrError
+from qocr.qwen.batch_api import unsupported_reason
 from qocr.qwen.options import RecognizeOptions
 from qocr.scheduler.cache_policy import policy_from_values
+from qocr.scheduler.document_options import document_options
 from qocr.scheduler.schema_file import SchemaError, check_schema
 from qocr.scheduler.submit import BatchRequest
 from qocr.settings import Api, S3Mode, Settings
@@ -39,7 +41,20 @@ REQUEST_OPTIONS = {
     "stop": "stop",
 }
 # The options about the batch rather than the model (the cache's: scheduler.cache_policy).
-BATCH_OPTIONS = ("name", "api", "s3_mode", "notify", "cache", "cache_max_age", "cache_urls")
+BATCH_OPTIONS = (
+    "name",
+    "api",
+    "s3_mode",
+    "notify",
+    "cache",
+    "cache_max_age",
+    "cache_urls",
+    "mode",
+    "pages",
+    "max_pages",
+    "dpi",
+)
+MODES = ("realtime", "batch")
 OPTION_NAMES = frozenset((*REQUEST_OPTIONS, *BATCH_OPTIONS))
 NOTIFY_MAX_CHARS = 2048
 NAME_MAX_CHARS = 1000
@@ -81,10 +96,14 @@ def request_from_options(
         fields["stop"] = tuple(fields["stop"])
     fields["stream"] = bool(fields.get("stream", False))
     request_options = RecognizeOptions(granted_max_tokens=settings.granted_max_tokens, **fields)
+    api = _choice("api", given.get("api") or settings.api, get_args(Api))
+    mode = _choice("mode", given.get("mode") or "realtime", MODES)
+    if mode == "batch":
+        check_batch_mode(api, settings.region, request_options)
     return BatchRequest(
         sources=checked_sources,
         options=request_options,
-        api=_choice("api", given.get("api") or settings.api, get_args(Api)),
+        api=api,
         name=_name(given.get("name")),
         s3_mode=_choice("s3_mode", given.get("s3_mode") or settings.s3_mode, get_args(S3Mode)),
         notify_url=check_notify_url(given["notify"]) if "notify" in given else None,
@@ -94,7 +113,16 @@ def request_from_options(
             given.get("cache_max_age"),
             given.get("cache_urls"),
         ),
+        documents=document_options(given.get("pages"), given.get("max_pages"), given.get("dpi")),
+        mode=mode,
     )
+
+
+def check_batch_mode(api: str, region: str, options: RecognizeOptions) -> None:
+    """Refuse batch mode where the provider's Batch API cannot serve the request."""
+    reason = unsupported_reason(api, region, options.model, options.stream)
+    if reason is not None:
+        raise RequestError(f"--mode batch: {reason}", code="batch_mode_unsupported")
 
 
 def check_sources(sources: Any, local_sources: bool = True) -> list[str]:

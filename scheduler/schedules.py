@@ -17,7 +17,8 @@
 Every other batch option of ``qocr submit`` has a key of the same name (``api``, ``model``,
 ``prompt``, ``min_pixels``, ``max_pixels``, ``rotate``, ``max_tokens``, ``stream``,
 ``s3_mode``, ``batch_name``, ``cache`` (default true), ``cache_max_age`` (e.g. ``"7d"``),
-``cache_urls``, and the sampling options ``temperature``, ``top_p``, ``top_k``,
+``cache_urls``, ``pages`` (e.g. ``"1-3,7"``), ``max_pages``, ``dpi``, and the sampling
+options ``temperature``, ``top_p``, ``top_k``,
 ``repetition_penalty``, ``presence_penalty``, ``seed``, ``stop`` (a string or a list), whose
 defaults the reference recommends keeping); unset ones fall back to the settings, as on
 the command line.
@@ -36,13 +37,26 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from qocr.errors import ConfigError
 from qocr.qwen.errors import OptionsError
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import parse_s3_uri
 from qocr.scheduler.cache_policy import CachePolicy
+from qocr.scheduler.document_options import (
+    DEFAULT_DOCUMENT_OPTIONS,
+    DocumentOptions,
+    DocumentOptionsError,
+    document_options,
+)
 from qocr.scheduler.requests import RequestError, check_notify_url
 from qocr.scheduler.schema_file import SchemaError, check_schema, read_schema_file
 from qocr.scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
@@ -106,6 +120,10 @@ class _ScheduleFields(BaseModel):
     cache: bool = True
     cache_max_age: str | None = None
     cache_urls: bool = False
+    # Documents (scheduler.document_options): which pages, at most how many, at what DPI.
+    pages: str | None = None
+    max_pages: int | None = None
+    dpi: float | None = None
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -123,6 +141,15 @@ class _ScheduleFields(BaseModel):
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("pages", "max_pages", "dpi")
+    @classmethod
+    def _document_option(cls, value: Any, info: ValidationInfo) -> Any:
+        try:
+            document_options(**{str(info.field_name): value})
+        except DocumentOptionsError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("cache_max_age")
@@ -177,6 +204,7 @@ class Schedule:
     results_to: str | None
     notify_url: str | None = None
     cache: CachePolicy | None = None  # None: the model's default
+    documents: DocumentOptions = DEFAULT_DOCUMENT_OPTIONS
 
     def due_slot(self, now: datetime) -> datetime | None:
         """The slot to run at ``now``: the latest one, unless it is more than catch_up late.
@@ -201,6 +229,7 @@ class Schedule:
             scheduled_for=slot,
             notify_url=self.notify_url,
             cache=self.cache,
+            documents=self.documents,
         )
 
     def results_uri(self, slot: datetime, batch_id: int) -> str | None:
@@ -342,6 +371,7 @@ def _build(name: str, raw: Any, settings: Settings, base_dir: Path, where: str) 
             else int(parse_duration(fields.cache_max_age).total_seconds()),
             urls=fields.cache_urls,
         ),
+        documents=document_options(fields.pages, fields.max_pages, fields.dpi),
     )
 
 

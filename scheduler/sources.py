@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 )
+# Documents whose pages a worker makes items of (worker/documents.py); TIFFs are documents
+# too, whatever their page count.
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".tif", ".tiff"})
+# What a folder or an S3 prefix is searched for.
+SOURCE_SUFFIXES = IMAGE_SUFFIXES | DOCUMENT_SUFFIXES
 S3_PAGE_SIZE = 1000
 # A source or path in a message is cut to this: a manifest line can be a megabyte long.
 SHOWN_CHARS = 200
@@ -89,9 +94,9 @@ class SourceExpander:
     def _local(self, path: Path, where: str) -> Iterator[SourceRow]:
         mode = _mode(path, where)
         if stat.S_ISDIR(mode):
-            # is_file() leaves FIFOs, devices and sockets out of a folder's images.
+            # is_file() leaves FIFOs, devices and sockets out of a folder's images and PDFs.
             for found in sorted(path.rglob("*")):
-                if found.suffix.lower() in IMAGE_SUFFIXES and found.is_file():
+                if found.suffix.lower() in SOURCE_SUFFIXES and found.is_file():
                     yield _local_row(found)
             return
         if not stat.S_ISREG(mode):
@@ -125,7 +130,7 @@ class SourceExpander:
         for page in pages:
             for entry in page.get("Contents", []):
                 key = entry["Key"]
-                if Path(key).suffix.lower() in IMAGE_SUFFIXES:
+                if Path(key).suffix.lower() in SOURCE_SUFFIXES:
                     yield SourceRow(
                         source=f"s3://{location.bucket}/{key}",
                         fingerprint=entry.get("ETag", "").strip('"') or None,

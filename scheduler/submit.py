@@ -13,6 +13,7 @@ from qocr.models.store import Store
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
 from qocr.scheduler.cache_policy import CachePolicy
+from qocr.scheduler.document_options import DEFAULT_DOCUMENT_OPTIONS, DocumentOptions
 from qocr.scheduler.sources import SourceError, SourceExpander
 from qocr.settings import Settings
 
@@ -36,6 +37,10 @@ class BatchRequest:
     request_sha256: str | None = None
     # None: the default policy for the model (scheduler.cache_policy).
     cache: CachePolicy | None = None
+    # "realtime", or "batch": the provider's Batch API (scheduler/batch_mode.py).
+    mode: str = "realtime"
+    # Which pages of PDFs and TIFFs are read, at most how many, at what DPI.
+    documents: DocumentOptions = DEFAULT_DOCUMENT_OPTIONS
 
     def cache_policy(self) -> CachePolicy:
         return self.cache if self.cache is not None else CachePolicy.for_model(self.options.model)
@@ -49,12 +54,17 @@ class BatchRequest:
             prompt=self.options.prompt,
             result_schema=self.options.result_schema,
             options=self.options.to_dict(),
-            source_options={"s3_mode": self.s3_mode, **self.cache_policy().source_options()},
+            source_options={
+                "s3_mode": self.s3_mode,
+                **self.cache_policy().source_options(),
+                **self.documents.source_options(),
+            },
             schedule_name=self.schedule_name,
             scheduled_for=self.scheduled_for,
             notify_url=self.notify_url,
             idempotency_key=self.idempotency_key,
             request_sha256=self.request_sha256,
+            mode=self.mode,
         )
 
 

@@ -17,10 +17,18 @@ from typing import Any
 from celery import Celery
 
 from qocr.settings import Settings, get_settings
+from qocr.worker.batch_tasks import register_shard_task
 from qocr.worker.beat import register_tick_task
 from qocr.worker.limits import LIMITS
 from qocr.worker.process_state import ProcessState
-from qocr.worker.queues import CONTROL_QUEUE, ITEM_TASK, QUEUE, SUBMIT_TASK, TICK_TASK
+from qocr.worker.queues import (
+    CONTROL_QUEUE,
+    ITEM_TASK,
+    QUEUE,
+    SHARD_TASK,
+    SUBMIT_TASK,
+    TICK_TASK,
+)
 from qocr.worker.submit_task import register_submit_task
 
 
@@ -40,7 +48,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE,
-        "task_routes": {TICK_TASK: {"queue": CONTROL_QUEUE}, SUBMIT_TASK: {"queue": CONTROL_QUEUE}},
+        "task_routes": {
+            TICK_TASK: {"queue": CONTROL_QUEUE},
+            SUBMIT_TASK: {"queue": CONTROL_QUEUE},
+            SHARD_TASK: {"queue": CONTROL_QUEUE},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_soft_time_limit": LIMITS.task_soft_time_limit_seconds,
@@ -80,6 +92,7 @@ def create_app(settings: Settings) -> QocrApp:
     _register_item_task(app, app.state)
     register_tick_task(app, app.state)
     register_submit_task(app, app.state)
+    register_shard_task(app, app.state)
     return app
 
 

@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -41,9 +40,6 @@ from qocr.models.store import Store
 from qocr.scheduler.cache_policy import CachePolicy
 from qocr.worker import metrics
 from qocr.worker.breaker import KeyValue
-
-if TYPE_CHECKING:
-    from qocr.worker.runtime import BatchPlan
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +94,28 @@ class ResultCache:
 
     @contextmanager
     def before_call(
-        self, item: ClaimedItem, plan: BatchPlan, sha256: str | None
+        self, item: ClaimedItem, sha256: str | None, policy: CachePolicy, fingerprint: str
     ) -> Iterator[Lookup]:
-        """The item's verdict; the body of the ``with`` makes the call on ``CALL``."""
-        policy = plan.cache
+        """The item's verdict for a request of this ``fingerprint`` under its batch's
+        ``policy``; the body of the ``with`` makes the call on ``CALL``."""
         key = self.image_key(item.source, policy, sha256)
         if key is None or not policy.enabled:
             yield Lookup(Verdict.CALL, key)
             return
-        paid = self._find(key, plan)
+        paid = self._find(key, fingerprint, policy)
         if paid is not None:
-            yield Lookup(self._reuse(item, plan, paid, key), key)
+            yield Lookup(self._reuse(item, paid, key, fingerprint), key)
             return
-        marker = f"{IN_FLIGHT_PREFIX}{key}:{plan.fingerprint}"
+        marker = f"{IN_FLIGHT_PREFIX}{key}:{fingerprint}"
         token = uuid.uuid4().hex
         if not self._kv.put(marker, token, self._in_flight_seconds, only_if_absent=True):
             yield Lookup(self._wait(item), key)
             return
         try:
             # The previous holder may have saved its result since the first look.
-            paid = self._find(key, plan)
+            paid = self._find(key, fingerprint, policy)
             if paid is not None:
-                yield Lookup(self._reuse(item, plan, paid, key), key)
+                yield Lookup(self._reuse(item, paid, key, fingerprint), key)
             else:
                 yield Lookup(Verdict.CALL, key)
         finally:
@@ -140,12 +136,12 @@ class ResultCache:
             self._http.close()
             self._http = None
 
-    def _find(self, key: str, plan: BatchPlan) -> PaidResult | None:
-        max_age = plan.cache.max_age_seconds
+    def _find(self, key: str, fingerprint: str, policy: CachePolicy) -> PaidResult | None:
+        max_age = policy.max_age_seconds
         not_before = None if max_age is None else utcnow() - timedelta(seconds=max_age)
-        return self._queries.find_paid(key, plan.fingerprint, not_before)
+        return self._queries.find_paid(key, fingerprint, not_before)
 
-    def _reuse(self, item: ClaimedItem, plan: BatchPlan, paid: PaidResult, key: str) -> Verdict:
+    def _reuse(self, item: ClaimedItem, paid: PaidResult, key: str, fingerprint: str) -> Verdict:
         now = utcnow()
         attempt = AttemptRecord(
             started_at=now,
@@ -154,7 +150,7 @@ class ResultCache:
             worker=self._worker_name,
             called=False,
         )
-        if not self._store.succeed(item, attempt, paid.reused(key, plan.fingerprint)):
+        if not self._store.succeed(item, attempt, paid.reused(key, fingerprint)):
             return Verdict.LEASE_LOST
         metrics.record_finished("succeeded")
         return Verdict.SUCCEEDED

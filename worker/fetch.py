@@ -51,11 +51,16 @@ class ImageFetcher:
             self._s3 = self._s3_factory()
         return self._s3
 
-    def fetch(self, source: str, s3_mode: str = "inline") -> bytes | str:
+    def fetch(
+        self, source: str, s3_mode: str = "inline", presign_seconds: int = PRESIGN_SECONDS
+    ) -> bytes | str:
+        """``presign_seconds``: how long a presigned URL lives (batch mode: beyond 24 h)."""
         if source.startswith(("http://", "https://")):
             return source
         if source.startswith("s3://"):
-            return self._s3_presigned(source) if s3_mode == "presign" else self._s3_bytes(source)
+            if s3_mode == "presign":
+                return self._s3_presigned(source, presign_seconds)
+            return self._s3_bytes(source)
         return _local_bytes(Path(source))
 
     def _s3_bytes(self, uri: str) -> bytes:
@@ -82,7 +87,7 @@ class ImageFetcher:
                 retryable=True,
             ) from None
 
-    def _s3_presigned(self, uri: str) -> str:
+    def _s3_presigned(self, uri: str, expires_seconds: int = PRESIGN_SECONDS) -> str:
         location = parse_s3_uri(uri)
         params = {"Bucket": location.bucket, "Key": location.key}
         # The provider refuses a URL served without an image Content-Type, and objects are
@@ -91,7 +96,7 @@ class ImageFetcher:
         if mime and mime.startswith("image/"):
             params["ResponseContentType"] = mime
         return self.s3.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=PRESIGN_SECONDS
+            "get_object", Params=params, ExpiresIn=expires_seconds
         )
 
 

@@ -64,6 +64,9 @@ class OperationalLimits:
     in_process_attempts: int = 3
     in_process_budget_seconds: float = 30.0
     in_process_max_sleep_seconds: float = 5.0
+    # A document (PDF, TIFF) on S3 or behind a URL is downloaded within this, before the
+    # page it is read for is rendered and called (worker/document_files.py).
+    document_download_deadline_seconds: float = 60.0
     # The database is away (a restart): the task message is retried later, bounded.
     db_retry_cap_seconds: float = 30
     db_retries: int = 20
@@ -107,6 +110,13 @@ class OperationalLimits:
                 "retry budget + throttle max wait + call deadline < task soft time limit "
                 "(a task's last call ends before its time does)",
                 calls_seconds < self.task_soft_time_limit_seconds,
+            ),
+            (
+                "document download deadline + retry budget + throttle max wait + call "
+                "deadline < task soft time limit (a page's download and its calls end before "
+                "its task's time does)",
+                self.document_download_deadline_seconds + calls_seconds
+                < self.task_soft_time_limit_seconds,
             ),
             (
                 "database retry cap < visibility timeout "

@@ -20,19 +20,21 @@ import tenacity
 from sqlalchemy.exc import DBAPIError
 
 from qocr.models.base import utcnow
+from qocr.models.document_pages import ExpansionResult
 from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
 from qocr.models.states import AttemptOutcome
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
 from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import retry_policy
-from qocr.qwen.tokens import image_tokens, max_image_tokens, prompt_tokens
 from qocr.worker import metrics
 from qocr.worker.breaker import CallOutcome
 from qocr.worker.cache import Verdict
+from qocr.worker.estimates import TokenEstimator
 from qocr.worker.fetch import FetchError
 from qocr.worker.limits import LIMITS
 from qocr.worker.runtime import BatchPlan, Runtime
+from qocr.worker.throttle import Slot
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ SERVER_ERROR_CAP_SECONDS = 30.0
 # An item found at claim time with its attempts spent: its last try never ended normally
 # (its worker died, or the try broke in a way the worker could not record).
 WORKER_ERROR = "worker_error"
-# Until real usage is seen, assume this many output tokens per call for the TPM estimate.
-INITIAL_OUTPUT_ESTIMATE = 400
 
 
 class Outcome(StrEnum):
@@ -60,6 +60,8 @@ class Outcome(StrEnum):
     STOPPED = "stopped"  # the batch was stopped by this item's error
     LEASE_LOST = "lease_lost"
     KEPT = "kept"  # paid result kept on disk until the database answers again
+    EXPANDED = "expanded"  # a document: its pages were added to the batch as items
+    CANCELLED = "cancelled"  # a document whose batch had stopped: no page was added
 
 
 class _NoSlot(Exception):
@@ -88,8 +90,7 @@ class ItemProcessor:
     def __init__(self, runtime: Runtime, sleep: Any = time.sleep) -> None:
         self.rt = runtime
         self._sleep = sleep
-        self._output_estimate: dict[str, float] = {}
-        self._url_image_estimate: dict[str, float] = {}
+        self._estimates = TokenEstimator()
 
     def process(self, item_id: int) -> Outcome:
         item = self.rt.store.claim(item_id, uuid.uuid4().hex, self.rt.leases.lease_until())
@@ -121,7 +122,11 @@ class ItemProcessor:
     def _process_claimed(self, item: ClaimedItem, current: _Try) -> Outcome:
         plan = self.rt.plan(item.batch_id)
         try:
-            image, sha256 = self._load_image(item, plan)
+            # A document becomes its pages (no call); a page is rendered; None: an image.
+            loaded = self.rt.documents.load(item, plan.options, plan.documents)
+            if isinstance(loaded, ExpansionResult):
+                return Outcome(loaded.outcome.value)
+            image, sha256 = self._load_image(item, plan) if loaded is None else loaded
         except FetchError as exc:
             if exc.retryable and item.attempts + 1 < self.rt.settings.max_attempts:
                 attempt = self._local_attempt(exc.code, exc.message, AttemptOutcome.RETRY)
@@ -136,7 +141,7 @@ class ItemProcessor:
             metrics.record_finished("failed", exc.code)
             return Outcome.FAILED
         # A paid result of the same image and request ends the item here, with no call.
-        with self.rt.cache.before_call(item, plan, sha256) as lookup:
+        with self.rt.cache.before_call(item, sha256, plan.cache, plan.fingerprint) as lookup:
             if lookup.verdict is not Verdict.CALL:
                 return Outcome(lookup.verdict.value)
             return self._call_and_persist(item, plan, image, lookup.image_key, current)
@@ -147,35 +152,6 @@ class ItemProcessor:
             return prepare_image(raw), hashlib.sha256(raw).hexdigest()
         return prepare_image(raw), None
 
-    def _estimate(self, plan: BatchPlan, image: PreparedImage) -> int:
-        options = plan.options
-        if image.info is None:
-            # A URL's size is unknown before the call: the largest image the model takes,
-            # until answers have shown what this model's URL images cost.
-            pixels = int(
-                self._url_image_estimate.get(
-                    options.model, max_image_tokens(options.model, options.max_pixels)
-                )
-            )
-        else:
-            pixels = image_tokens(
-                image.info.width,
-                image.info.height,
-                options.model,
-                options.min_pixels,
-                options.max_pixels,
-            )
-        output = self._output_estimate.get(options.model, INITIAL_OUTPUT_ESTIMATE)
-        return pixels + prompt_tokens(options) + int(min(output, options.effective_max_tokens()))
-
-    def _learn(self, model: str, image: PreparedImage, usage: Usage) -> None:
-        """Moving averages of what calls really cost, for the next estimates."""
-        previous = self._output_estimate.get(model, INITIAL_OUTPUT_ESTIMATE)
-        self._output_estimate[model] = 0.8 * previous + 0.2 * usage.output_tokens
-        if image.info is None and usage.image_tokens:
-            seen = self._url_image_estimate.get(model, float(usage.image_tokens))
-            self._url_image_estimate[model] = 0.8 * seen + 0.2 * usage.image_tokens
-
     def _call_and_persist(
         self,
         item: ClaimedItem,
@@ -184,35 +160,36 @@ class ItemProcessor:
         sha256: str | None,
         current: _Try,
     ) -> Outcome:
-        estimate = self._estimate(plan, image)
+        estimate = self._estimates.estimate(plan.options, image.info).total
         model = plan.options.model
         calls = 0
 
-        def call_once() -> tuple[OCRResult, float]:
+        def call_once() -> tuple[OCRResult, float, Slot]:
             nonlocal calls
             breaker_wait = self.rt.breaker.before_call(model)
             if breaker_wait > 0:
                 raise _NoSlot(breaker_wait, "the provider is failing; circuit open")
-            grant = self.rt.throttle.reserve(model, plan.limits, estimate)
-            if not grant.granted:
-                raise _NoSlot(grant.wait)
-            if grant.wait > 0:
-                self._sleep(grant.wait)
-            metrics.record_throttle_wait(model, grant.wait)
+            slot = self.rt.throttle.reserve(model, plan.limits, estimate)
+            if not slot.granted:
+                raise _NoSlot(slot.wait)
             current.started = utcnow()
-            # Counted and on record before the request leaves, whatever happens after.
+            # Counted and on record before the request leaves, whatever happens after; done
+            # while the slot is still ahead, so the request leaves on time.
             current.number = self.rt.store.begin_call(
                 item, current.started, self.rt.worker_name, self.rt.settings.max_attempts
             )
             if current.number is None:
                 raise _NoCall()
+            slot = self.rt.throttle.wait_for(slot, self._sleep)
+            metrics.record_throttle_wait(model, slot.wait)
+            current.started = utcnow()  # when the request left
             calls += 1
             clock = time.perf_counter()
             try:
                 result = self.rt.client(plan.api).recognize_with(image, plan.options)
             except RateLimitError as exc:
                 metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
-                self.rt.throttle.penalize(model, exc.retry_after)
+                self.rt.throttle.penalize(model, exc.retry_after, slot)
                 raise
             except QwenError as exc:
                 metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
@@ -220,7 +197,7 @@ class ItemProcessor:
                 raise
             metrics.record_call(model, "ok", time.perf_counter() - clock)
             self.rt.breaker.record(model, CallOutcome.OK)
-            return result, (time.perf_counter() - clock) * 1000
+            return result, (time.perf_counter() - clock) * 1000, slot
 
         def record_blip(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -236,7 +213,7 @@ class ItemProcessor:
             sleep=self._sleep,
         ).copy(before_sleep=record_blip)
         try:
-            result, latency_ms = policy(call_once)
+            result, latency_ms, slot = policy(call_once)
         except _NoSlot as no_slot:
             # No call was made in this try: the item waits without losing an attempt.
             self.rt.store.release(item, utcnow() + timedelta(seconds=no_slot.wait))
@@ -250,8 +227,8 @@ class ItemProcessor:
         usage = result.usage
         if usage is not None:
             metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)
-            self.rt.throttle.settle(model, plan.limits, estimate, usage.total_tokens)
-            self._learn(model, image, usage)
+            self.rt.throttle.settle(slot, usage.total_tokens)
+            self._estimates.learn(plan.options, image.info, usage)
         record = result_record(result, latency_ms, sha256, plan.fingerprint)
         attempt = AttemptRecord(
             started_at=current.started,

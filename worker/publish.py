@@ -15,14 +15,23 @@ from datetime import timedelta
 import redis
 from celery import Celery
 
+from qocr.models.shard_store import ShardStore
 from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
+from qocr.scheduler.batch_mode import BatchModeTick, PublishShard
 from qocr.scheduler.dispatch import Dispatcher, Publish, top_up_once, window_for
 from qocr.scheduler.fleet_lock import FleetLock
 from qocr.scheduler.notify import Notifier
 from qocr.settings import Settings
 from qocr.worker.limits import LIMITS
-from qocr.worker.queues import ITEM_QUEUES, ITEM_TASK, QUEUE, RETRY_QUEUE
+from qocr.worker.queues import (
+    CONTROL_QUEUE,
+    ITEM_QUEUES,
+    ITEM_TASK,
+    QUEUE,
+    RETRY_QUEUE,
+    SHARD_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +65,19 @@ def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher
         reap_grace=timedelta(seconds=settings.lease_seconds / LIMITS.lease_renewals_per_lease + 2),
         # Only a running dispatcher's tick sends webhooks; a one-shot publish never ticks.
         notifier=Notifier.from_settings(settings, store.engine),
+        batch_mode=BatchModeTick.from_settings(
+            settings, ShardStore(store.engine), shard_publisher(app)
+        ),
     )
+
+
+def shard_publisher(app: Celery) -> PublishShard:
+    """Send one shard of a batch-mode batch to a worker (scheduler/batch_mode.py)."""
+
+    def publish(shard_id: int) -> None:
+        app.send_task(SHARD_TASK, args=[shard_id], queue=CONTROL_QUEUE)
+
+    return publish
 
 
 def publish_now(app: Celery, settings: Settings, store: Store) -> int | None:

@@ -15,3 +15,5 @@ ITEM_TASK = "qocr.process_item"
 TICK_TASK = "qocr.schedule_tick"
 # Producers that reach only the broker submit batches with it (docs/producers.md).
 SUBMIT_TASK = "qocr.submit"
+# One shard of a batch-mode batch: build and upload it, or collect its output (control queue).
+SHARD_TASK = "qocr.batch_shard"

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 
 from qocr.models.db import make_engine
+from qocr.models.document_pages import DocumentPages
 from qocr.models.store import Store
 from qocr.qwen.catalog import model_spec
 from qocr.qwen.client import QwenOCRClient
 from qocr.qwen.options import RecognizeOptions
 from qocr.s3 import make_s3_client
-from qocr.settings import Settings
 from qocr.scheduler.cache_policy import CachePolicy
+from qocr.scheduler.document_options import DEFAULT_DOCUMENT_OPTIONS, DocumentOptions
+from qocr.settings import Settings
 from qocr.worker.breaker import CircuitBreaker, KeyValue, MemoryKeyValue, RedisKeyValue
 from qocr.worker.cache import ResultCache
+from qocr.worker.document_files import DocumentFiles
+from qocr.worker.documents import DocumentRunner
 from qocr.worker.fetch import ImageFetcher
 from qocr.worker.leases import LeaseKeeper
 from qocr.worker.limits import LIMITS
 from qocr.worker.result_spool import ResultSpool
 from qocr.worker.throttle import Limits, MemoryBackend, Throttle, ThrottleBackend
+
+_NO_CACHE = CachePolicy(enabled=False)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,9 @@ class BatchPlan:
     limits: Limits
     # What the result cache keys a request on (the options and the API), and its policy.
     fingerprint: str = ""
-    cache: CachePolicy = CachePolicy(enabled=False)
+    cache: CachePolicy = _NO_CACHE
+    # Which pages of its documents (PDF, TIFF) are read, at most how many, at what DPI.
+    documents: DocumentOptions = DEFAULT_DOCUMENT_OPTIONS
 
 
 class Runtime:
@@ -146,6 +157,13 @@ class Runtime:
                 self._clients[api] = client
             return client
 
+    @cached_property
+    def documents(self) -> DocumentRunner:
+        # Downloaded documents are cached per machine (every worker process shares them).
+        folder = Path(tempfile.gettempdir()) / f"qocr-documents-{os.getuid()}"
+        files = DocumentFiles(self.fetcher, folder, LIMITS.document_download_deadline_seconds)
+        return DocumentRunner(DocumentPages(self.store.engine), files)
+
     def plan(self, batch_id: int) -> BatchPlan:
         plan = self._plans.get(batch_id)
         if plan is not None:
@@ -163,6 +181,7 @@ class Runtime:
             limits=Limits(rpm=self.settings.rpm or spec.rpm, tpm=self.settings.tpm or spec.tpm),
             fingerprint=options.fingerprint(api=batch.api),
             cache=CachePolicy.from_source_options(batch.source_options, options.model),
+            documents=DocumentOptions.from_source_options(batch.source_options),
         )
         self._plans[batch_id] = plan
         return plan
@@ -174,6 +193,8 @@ class Runtime:
             self.leases.stop()
         if "cache" in self.__dict__:
             self.cache.close()
+        if "documents" in self.__dict__:
+            self.documents.close()
         for client in self._clients.values():
             client.close()
         self._clients.clear()
@@ -188,6 +209,7 @@ class Runtime:
         self.__dict__.pop("spool", None)
         self.__dict__.pop("breaker", None)
         self.__dict__.pop("cache", None)
+        self.__dict__.pop("documents", None)
         self._clients.clear()
 
 

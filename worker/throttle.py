@@ -1,22 +1,33 @@
 """The throttle every worker shares: requests and tokens per minute, per model.
 
 One public object, :class:`Throttle`, over a small backend (in-memory for the embedded mode
-and tests, Redis for a fleet), in the manner of dramatiq's rate limiters.
+and tests, Redis for a fleet), in the manner of dramatiq's rate limiters. The arithmetic is
+:mod:`worker.gcra`; this module adds the caller's side: a reservation as a :class:`Slot` on
+this process's clock, the wait until it (a call that can no longer leave on time takes a new
+slot), and one log line per change of the fleet's rate.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from qocr.worker import gcra
-from qocr.worker.gcra import GcraState, Grant
+from qocr.worker.gcra import HEADROOM, Decrease, GcraState, Grant, Window
 
-# Aim a little under the limit: arrival times jitter by milliseconds on the wire, and the
-# service counts per second.
-HEADROOM = 0.97
+log = logging.getLogger(__name__)
+
+__all__ = ["HEADROOM", "FleetRate", "Limits", "MemoryBackend", "Slot", "Throttle"]
+
+# A call that would leave later than this past its slot takes a new slot instead: late by
+# HEADROOM's slack (10 ms), it and the calls after it would crowd one second of the service.
+LATE_TOLERANCE_SECONDS = 0.004
+# qocr status reads the fleet's calls and 429s of this last stretch.
+RECENT_SECONDS = 60.0
 
 
 class ThrottleBackend(Protocol):
@@ -31,21 +42,29 @@ class ThrottleBackend(Protocol):
         max_wait: float,
     ) -> Grant: ...
 
-    def settle(self, model: str, token_interval: float, estimated: int, actual: int) -> None: ...
+    def settle(
+        self, model: str, token_interval: float, estimated: int, actual: int, slot: float
+    ) -> None: ...
 
-    def penalize(self, model: str, retry_after: float | None) -> None: ...
+    def penalize(
+        self,
+        model: str,
+        retry_after: float | None,
+        slot: float | None,
+        request_interval: float,
+        token_interval: float,
+    ) -> Decrease | None: ...
+
+    def recent(self, model: str, seconds: float) -> tuple[float, Window]: ...
 
 
 class MemoryBackend:
     """The limiter's state in this process: for ``qocr run`` and for tests."""
 
-    def __init__(self, clock: object = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._states: dict[str, GcraState] = {}
         self._lock = threading.Lock()
-
-    def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
 
     def _state(self, model: str) -> GcraState:
         return self._states.setdefault(model, GcraState())
@@ -60,27 +79,55 @@ class MemoryBackend:
     ) -> Grant:
         with self._lock:
             return gcra.reserve(
-                self._state(model), self._now(), request_interval, token_interval, tokens, max_wait
+                self._state(model),
+                self._clock(),
+                request_interval,
+                token_interval,
+                tokens,
+                max_wait,
             )
 
-    def settle(self, model: str, token_interval: float, estimated: int, actual: int) -> None:
+    def settle(
+        self, model: str, token_interval: float, estimated: int, actual: int, slot: float
+    ) -> None:
         with self._lock:
-            gcra.settle(self._state(model), token_interval, estimated, actual)
+            gcra.settle(self._state(model), self._clock(), token_interval, estimated, actual, slot)
 
-    def penalize(self, model: str, retry_after: float | None) -> None:
+    def penalize(
+        self,
+        model: str,
+        retry_after: float | None,
+        slot: float | None,
+        request_interval: float,
+        token_interval: float,
+    ) -> Decrease | None:
         with self._lock:
-            gcra.penalize(self._state(model), self._now(), retry_after)
+            return gcra.penalize(
+                self._state(model),
+                self._clock(),
+                retry_after,
+                slot,
+                request_interval,
+                token_interval,
+            )
+
+    def recent(self, model: str, seconds: float) -> tuple[float, Window]:
+        with self._lock:
+            now = self._clock()
+            state = self._state(model)
+            return gcra.current_factor(state, now), gcra.recent(state, now, seconds)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """One model's budget per minute."""
+    """One model's budget per minute: the ceilings the fleet's rate stays under."""
 
     rpm: int
     tpm: int | None
 
     @property
     def request_interval(self) -> float:
+        """Seconds between requests at the ceiling (less the headroom)."""
         return 60.0 / (self.rpm * HEADROOM)
 
     @property
@@ -88,23 +135,136 @@ class Limits:
         return 60.0 / (self.tpm * HEADROOM) if self.tpm else 0.0
 
 
-class Throttle:
-    """Ask before every call; tell it the real usage after, and every 429."""
+@dataclass(frozen=True)
+class Slot:
+    """A reservation as the caller holds it: ``leaves_at`` on ``time.monotonic``."""
 
-    def __init__(self, backend: ThrottleBackend, max_wait: float) -> None:
+    model: str
+    limits: Limits
+    tokens: int
+    grant: Grant
+    leaves_at: float
+
+    @property
+    def granted(self) -> bool:
+        return self.grant.granted
+
+    @property
+    def wait(self) -> float:
+        return self.grant.wait
+
+
+@dataclass(frozen=True)
+class FleetRate:
+    """The rate the fleet uses now for one model, and how its recent calls fared."""
+
+    factor: float  # the share of the ceilings in force
+    requests_per_minute: float
+    tokens_per_minute: float | None
+    calls: int  # reserved in the last RECENT_SECONDS
+    throttled: int  # of those, answered 429
+
+    @property
+    def share_429(self) -> float | None:
+        return self.throttled / self.calls if self.calls else None
+
+
+class Throttle:
+    """Ask before every call, wait for the slot right before sending; tell it the real usage
+    after, and every 429."""
+
+    def __init__(
+        self,
+        backend: ThrottleBackend,
+        max_wait: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.backend = backend
         self.max_wait = max_wait
+        self._clock = clock
 
-    def reserve(self, model: str, limits: Limits, tokens: int) -> Grant:
+    def reserve(self, model: str, limits: Limits, tokens: int) -> Slot:
         """A slot for one call of an estimated ``tokens``; not granted if beyond max_wait."""
-        return self.backend.reserve(
+        asked = self._clock()
+        grant = self.backend.reserve(
             model, limits.request_interval, limits.token_interval, tokens, self.max_wait
         )
+        answered = self._clock()
+        if grant.recovered:
+            log.info(
+                "model %s: the fleet is back at its ceiling of %d requests a minute",
+                model,
+                limits.rpm,
+            )
+        # The limiter's clock was read somewhere between asking and the answer.
+        return Slot(model, limits, tokens, grant, (asked + answered) / 2 + grant.wait)
 
-    def settle(self, model: str, limits: Limits, estimated: int, actual: int) -> None:
-        """Charge tokens a call used beyond its estimate (no refunds: see gcra.settle)."""
-        if limits.tpm and actual > estimated:
-            self.backend.settle(model, limits.token_interval, estimated, actual)
+    def wait_for(self, slot: Slot, sleep: Callable[[float], object] = time.sleep) -> Slot:
+        """Sleep until ``slot``, right before sending. A call that can no longer leave on
+        time (its worker was slow to get here, or woke up late) takes one new slot; returns
+        the slot the call leaves in."""
+        for renewals_left in (1, 0):
+            late = self._clock() - slot.leaves_at
+            if late <= LATE_TOLERANCE_SECONDS:
+                if late < 0:
+                    sleep(-late)
+                if self._clock() - slot.leaves_at <= LATE_TOLERANCE_SECONDS:
+                    return slot
+            if not renewals_left:
+                break
+            # The slot given up is lost, its tokens too: its time has passed.
+            again = self.reserve(slot.model, slot.limits, slot.tokens)
+            if not again.granted:
+                break  # late, and no new slot soon enough: go now
+            slot = again
+        return slot
 
-    def penalize(self, model: str, retry_after: float | None) -> None:
-        self.backend.penalize(model, retry_after)
+    def settle(self, slot: Slot, actual: int) -> None:
+        """Settle the tokens of a call once its usage is known: overrun charged, rest
+        refunded."""
+        if slot.limits.tpm and actual != slot.tokens:
+            self.backend.settle(
+                slot.model, slot.limits.token_interval, slot.tokens, actual, slot.grant.slot
+            )
+
+    def penalize(
+        self,
+        model: str,
+        retry_after: float | None,
+        slot: Slot | None = None,
+    ) -> None:
+        """A 429: maybe lower the fleet's rate (logged once, by the caller that lowered it),
+        and pause every caller for ``retry_after``. Without the call's slot only the pause."""
+        if slot is None:
+            self.backend.penalize(model, retry_after, None, 0.0, 0.0)
+            return
+        self.settle(slot, 0)  # refused: the service took none of its tokens
+        decrease = self.backend.penalize(
+            model,
+            retry_after,
+            slot.grant.slot,
+            slot.limits.request_interval,
+            slot.limits.token_interval,
+        )
+        if decrease is not None:
+            log.warning(
+                "model %s: %.1f %% of the last calls answered 429; the fleet lowers its rate "
+                "from %d to %d requests a minute (ceiling %d) and probes back up after %d s",
+                model,
+                100 * decrease.share_429,
+                round(slot.limits.rpm * HEADROOM * decrease.before),
+                round(slot.limits.rpm * HEADROOM * decrease.after),
+                slot.limits.rpm,
+                gcra.HOLD_SECONDS,
+            )
+
+    def fleet_rate(self, model: str, limits: Limits) -> FleetRate:
+        """What the fleet uses now, for ``qocr status`` and the metrics."""
+        factor, window = self.backend.recent(model, RECENT_SECONDS)
+        return FleetRate(
+            factor=factor,
+            requests_per_minute=limits.rpm * HEADROOM * factor,
+            tokens_per_minute=limits.tpm * HEADROOM * factor if limits.tpm else None,
+            calls=window.calls,
+            throttled=window.throttled,
+        )

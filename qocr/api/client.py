@@ -40,7 +40,7 @@ from qocr.api.records import (
     RetryOutcome,
     Submission,
 )
-from qocr.errors import NotFoundError
+from qocr.errors import NotFoundError, QocrError
 from qocr.migrations.database import open_database
 from qocr.models.base import utcnow
 from qocr.models.batch_documents import batch_document, delivery_json, line_json
@@ -126,7 +126,9 @@ class Client:
 
         ``options``: ``name``, ``api``, ``model``, ``task``, ``prompt``, ``schema`` (a dict,
         or a path to a JSON file), ``min_pixels``, ``max_pixels``, ``rotate``,
-        ``max_tokens``, ``stream``, the sampling options, ``s3_mode``. With
+        ``max_tokens``, ``stream``, the sampling options, ``s3_mode``, ``mode``
+        (``"batch"``: Model Studio's Batch API, half price, within 24 h), and for PDFs
+        and TIFFs ``pages`` (``"1-3,7"``), ``max_pages``, ``dpi``. With
         ``idempotency_key``, the same key and request return the batch made the first
         time (``existing=True``) and a different request raises
         :class:`IdempotencyConflict`. ``notify``: a URL POSTed when the batch ends.
@@ -189,6 +191,12 @@ class Client:
 
         self.settings.require_api_key()
         request = self.request(sources, notify=notify, **options)
+        if request.mode != "realtime":
+            raise QocrError(
+                "run processes a batch in this process, realtime only: submit a batch-mode "
+                "batch to the workers (qocr submit --mode batch)",
+                code="batch_mode_unsupported",
+            )
         store = Store(self.engine)
         runtime = memory_runtime(self.settings, store)
         try:

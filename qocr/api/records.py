@@ -61,6 +61,7 @@ class Counts(Record):
     succeeded: int
     failed: int
     cancelled: int
+    expanded: int = 0  # documents whose pages became items of their own
 
     @classmethod
     def from_document(cls, doc: dict[str, int]) -> Counts:
@@ -154,6 +155,27 @@ class Cost(Record):
 
 
 @dataclass(frozen=True)
+class DocumentCounts(Record):
+    """Documents (sources: an image is a document of one page), pages (what is read as an
+    image), and the documents split into pages so far."""
+
+    documents: int
+    pages: int
+    expanded: int
+
+
+@dataclass(frozen=True)
+class Saved(Record):
+    """What a batch's cached results did not cost: their originals' billed tokens, priced."""
+
+    currency: str
+    region: str
+    usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
 class WebhookDelivery(Record):
     """One completion webhook of a batch end (docs/webhooks.md)."""
 
@@ -210,6 +232,9 @@ class BatchStatus(Record):
     truncated: int
     errors: dict[str, int]
     cost: Cost
+    cached: int  # results reused from the cache (no call, nothing billed)
+    documents: DocumentCounts
+    saved: Saved
     notify_url: str | None
     webhooks: tuple[WebhookDelivery, ...]
 
@@ -239,6 +264,9 @@ class BatchStatus(Record):
             truncated=doc["truncated"],
             errors=dict(doc["errors"]),
             cost=Cost.from_document(doc["cost"]),
+            cached=doc["cached"],
+            documents=DocumentCounts(**doc["documents"]),
+            saved=Saved(**doc["saved"]),
             notify_url=doc["notify_url"],
             webhooks=tuple(WebhookDelivery.from_document(d) for d in doc["webhooks"]),
         )
@@ -252,6 +280,9 @@ class ItemResult(Record):
     item_id: int
     batch_id: int
     source: str
+    # A page of a document (``<source>#page=<n>``): the document's item id and the page.
+    document_id: int | None
+    page: int | None
     state: ItemState
     attempts: int
     error_code: str | None
@@ -266,6 +297,7 @@ class ItemResult(Record):
     request_id: str | None
     model: str | None
     latency_ms: float | None
+    cached_from: int | None  # reused from the cache: the item whose paid result it copies
     usage: TokenUsage | None
 
     @classmethod
@@ -285,6 +317,8 @@ class ItemResult(Record):
             item_id=row.id,
             batch_id=row.batch_id,
             source=row.source,
+            document_id=row.document_id,
+            page=row.page,
             state=row.state,
             attempts=row.attempts,
             error_code=row.error_code,
@@ -299,6 +333,7 @@ class ItemResult(Record):
             request_id=result.request_id if result else None,
             model=result.model if result else None,
             latency_ms=result.latency_ms if result else None,
+            cached_from=result.cached_from if result else None,
             usage=usage,
         )
 

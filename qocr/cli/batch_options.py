@@ -62,6 +62,23 @@ def batch_options(command: F) -> F:
             "QOCR_WEBHOOK_SECRET (docs/webhooks.md).",
         ),
         click.option(
+            "--pages",
+            metavar="LIST",
+            help="Pages of each PDF or TIFF to read, e.g. 1-3,7 or 2- (default: all).",
+        ),
+        click.option(
+            "--max-pages",
+            type=int,
+            help="A document with more pages to read fails with document_too_many_pages, "
+            "before any page is called (default: 3000).",
+        ),
+        click.option(
+            "--dpi",
+            type=float,
+            help="Render document pages at this resolution (default: as large as "
+            "--max-pixels lets the model see).",
+        ),
+        click.option(
             "--cache/--no-cache",
             default=None,
             help="Reuse a paid result of the same image and request instead of paying again "
@@ -113,6 +130,9 @@ def request_options(params: dict[str, Any]) -> dict[str, Any]:
         **sampling_values(params),
         "s3_mode": params.get("s3_mode"),
         "notify": params.get("notify"),
+        "pages": params.get("pages"),
+        "max_pages": params.get("max_pages"),
+        "dpi": params.get("dpi"),
         "cache": params.get("cache"),
         "cache_max_age": params.get("cache_max_age"),
         "cache_urls": params.get("cache_urls"),

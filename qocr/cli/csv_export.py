@@ -30,6 +30,9 @@ BASE_COLUMNS = (
     "error_code",
     "error_message",
     "attempts",
+    "cached_from",
+    "document_id",
+    "page",
 )
 TEXT_COLUMN = "text"
 # Results that are not a JSON object (a list, a string) go whole into this column.
@@ -110,6 +113,9 @@ def csv_row(row: ItemRow, kv_columns: list[str], secret: str | None, escape: boo
         row.error_code,
         redact_text(row.error_message, secret) if row.error_message else None,
         row.attempts,
+        result.cached_from if result else None,
+        row.document_id,
+        row.page,
     ]
     kv = result.kv_result if result else None
     flat = flatten(kv) if isinstance(kv, dict) else {}

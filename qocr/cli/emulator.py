@@ -20,7 +20,7 @@ from qocr.emulator.server import RunningServer, serve_until_signalled
     help="Port to listen on; 0 picks a free one (printed).",
 )
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute, enforced per second.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute, enforced per second.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute (a sliding minute).")
 @click.option(
     "--latency-ms",
     nargs=2,

@@ -12,8 +12,9 @@ import click
 
 from qocr.api import Client
 from qocr.cli.reading import api_secret, dump, no_such, open_reports
+from qocr.models.document_reports import DocumentReports
 from qocr.models.documents import iso, item_json
-from qocr.models.report_records import AttemptInfo, ItemDetail
+from qocr.models.report_records import AttemptInfo, ItemDetail, ItemRow
 from qocr.models.states import BatchState
 from qocr.redact import redact_text
 from qocr.settings import get_settings
@@ -40,13 +41,32 @@ def attempt_json(attempt: AttemptInfo, secret: str | None) -> dict[str, Any]:
     }
 
 
-def detail_json(detail: ItemDetail, secret: str | None) -> dict[str, Any]:
-    """The document of ``qocr show ITEM --json``: the JSONL line plus the attempt history."""
+def detail_json(
+    detail: ItemDetail, secret: str | None, pages: list[ItemRow] | None = None
+) -> dict[str, Any]:
+    """The document of ``qocr show ITEM --json``: the JSONL line plus the attempt history,
+    and for a document (PDF, TIFF) split into pages, its pages in order."""
     return {
         **item_json(detail.item, secret),
         "batch_name": detail.batch_name,
         "not_before": iso(detail.not_before),
         "history": [attempt_json(attempt, secret) for attempt in detail.history],
+        "pages": [page_json(page, secret) for page in pages or []],
+    }
+
+
+def page_json(page: ItemRow, secret: str | None) -> dict[str, Any]:
+    """One page of a document, as ``qocr show DOCUMENT`` lists it."""
+    result = page.result
+    message = page.error_message
+    return {
+        "page": page.page,
+        "item_id": page.id,
+        "state": page.state.value,
+        "finish_reason": result.finish_reason if result else None,
+        "total_tokens": result.usage.total_tokens if result else None,
+        "error_code": page.error_code,
+        "error_message": redact_text(message, secret) if message else None,
     }
 
 
@@ -58,9 +78,10 @@ def show(item_id: int, as_json: bool) -> None:
     settings = get_settings()
     with open_reports(settings) as reports:
         detail = reports.item(item_id)
+        pages = DocumentReports(reports.engine).pages_of(item_id) if detail else []
     if detail is None:
         raise no_such("item", item_id)
-    document = detail_json(detail, api_secret(settings))
+    document = detail_json(detail, api_secret(settings), pages)
     if as_json:
         click.echo(dump(document))
         return
@@ -73,6 +94,8 @@ def _render_detail(doc: dict[str, Any]) -> None:
         f"source      {doc['source']}",
         f"state       {doc['state']}  ({doc['attempts']} attempts)",
     ]
+    if doc["document_id"] is not None:
+        lines.append(f"document    item {doc['document_id']}, page {doc['page']}")
     if doc["error_code"]:
         lines.append(f"error       {doc['error_code']}: {doc['error_message']}")
     if doc["usage"] is not None:
@@ -82,10 +105,20 @@ def _render_detail(doc: dict[str, Any]) -> None:
             f"(image {usage['image_tokens']}) out {usage['output_tokens']} · "
             f"request {doc['request_id']}"
         )
+    if doc.get("cached_from") is not None:
+        lines.append(f"cached      from item {doc['cached_from']} (no call, nothing billed)")
     if doc["kv_result"] is not None:
         lines.append("kv_result   " + dump(doc["kv_result"]))
     if doc["text"] is not None:
         lines += ["text", *("  " + line for line in doc["text"].splitlines())]
+    if doc["pages"]:
+        lines.append(f"pages       {len(doc['pages'])}")
+    for page in doc["pages"]:
+        how = page["error_code"] or page["finish_reason"] or ""
+        lines.append(
+            f"  page {page['page']}: item {page['item_id']} {page['state']}"
+            + (f" ({how})" if how else "")
+        )
     lines.append("attempts" if doc["history"] else "attempts    none")
     for attempt in doc["history"]:
         error = (

@@ -78,11 +78,20 @@ def render_summary(doc: dict[str, Any]) -> None:
     grid.add_row("State", escape(state))
     task = f" · task {doc['task']}" if doc["task"] else ""
     grid.add_row("Model", escape(f"{doc['model']} ({doc['api']} API){task}"))
+    for line in shard_lines(doc):
+        grid.add_row("Shard", escape(line))
     grid.add_row("Age", f"{age(doc['age_seconds'])} (created {doc['created_at']})")
     grid.add_row(
         "Progress", f"{doc['done']:,}/{doc['total']:,} finished ({100 * doc['progress']:.1f}%)"
     )
     grid.add_row("Items", _pairs(doc["counts"]))
+    documents = doc.get("documents")
+    if documents and documents["expanded"]:
+        grid.add_row(
+            "Documents",
+            f"{documents['documents']:,} documents · {documents['pages']:,} pages "
+            f"({documents['expanded']:,} split into pages)",
+        )
     if doc["throughput"] is not None:
         speed = f"{doc['throughput']['items_per_minute']:,.1f} items/min"
         eta = doc["eta_seconds"]
@@ -103,11 +112,41 @@ def render_summary(doc: dict[str, Any]) -> None:
     usd = cost["usd"]
     amount = f"{usd:,.6f}" if usd < 1 else f"{usd:,.2f}"
     grid.add_row("Cost", escape(f"~${amount} ({cost['region']} prices: {', '.join(sources)})"))
+    if doc.get("cached"):
+        grid.add_row("Cached", escape(cached_line(doc)))
     if doc.get("idempotency_key"):
         grid.add_row("Key", escape(doc["idempotency_key"]))
     for line in webhook_lines(doc):
         grid.add_row("Webhook", escape(line))
     console().print(grid)
+
+
+def cached_line(doc: dict[str, Any]) -> str:
+    """Results reused from the cache, and what paying for them again would have cost."""
+    saved = doc["saved"]
+    usd = saved["usd"]
+    amount = f"{usd:,.6f}" if usd < 1 else f"{usd:,.2f}"
+    return (
+        f"{doc['cached']:,} item(s) from the cache, no call · saved ~${amount} "
+        f"(input {saved['input_tokens']:,} · output {saved['output_tokens']:,} tokens)"
+    )
+
+
+def shard_lines(doc: dict[str, Any]) -> list[str]:
+    """A batch-mode batch's shards: lines, our state, and the provider batch's status."""
+    lines = []
+    for shard in doc.get("shards") or []:
+        counts = shard["request_counts"]
+        provider = shard["provider_status"] or "not created yet"
+        line = (
+            f"#{shard['id']}: {shard['lines'] if shard['lines'] is not None else '-'} lines · "
+            f"{shard['state']} · provider {provider} "
+            f"({counts['completed']:,}/{counts['total']:,} done, {counts['failed']:,} failed)"
+        )
+        if shard["error"]:
+            line += f" · {shard['error']}"
+        lines.append(line)
+    return lines
 
 
 def webhook_lines(doc: dict[str, Any]) -> list[str]:

@@ -21,8 +21,14 @@ import click
 
 from qocr.api import Client, ItemResult
 from qocr.cli.csv_export import kv_columns_of, write_csv
+from qocr.cli.document_export import (
+    document_records,
+    write_document_csv,
+    write_document_jsonl,
+)
 from qocr.cli.reading import api_secret, dump
 from qocr.errors import QocrError
+from qocr.models.document_reports import DocumentReports
 from qocr.models.reports import Reports
 from qocr.models.states import ItemState
 from qocr.redact import redact_text
@@ -72,11 +78,26 @@ def write_jsonl(results: Iterable[ItemResult], stream: IO[str]) -> int:
     "=, +, -, @, tab or CR gets a leading ' so that a spreadsheet shows it as text instead of "
     "running it as a formula.",
 )
+@click.option(
+    "--by",
+    type=click.Choice(["item", "document"]),
+    default="item",
+    show_default=True,
+    help="document: one record per source submitted, its pages in order and merged (text "
+    "joined with form feeds, fields merged, tokens and cost summed); --state then filters "
+    "documents by their merged state.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --out: print the summary as JSON.")
 def results(
-    batch_id: int, fmt: str, out: str | None, state: str | None, csv_raw: bool, as_json: bool
+    batch_id: int,
+    fmt: str,
+    out: str | None,
+    state: str | None,
+    csv_raw: bool,
+    by: str,
+    as_json: bool,
 ) -> None:
-    """Export the items of BATCH with their results (JSONL or CSV), streamed."""
+    """Export the items (or documents) of BATCH with their results (JSONL or CSV), streamed."""
     if csv_raw and fmt != "csv":
         raise click.UsageError("--csv-raw applies to --format csv only")
     settings = get_settings()
@@ -90,6 +111,8 @@ def results(
         reports = Reports(client.engine)
 
         def export(stream: IO[str]) -> int:
+            if by == "document":
+                return _export_documents(client, batch_id, fmt, state, stream, secret, csv_raw)
             if fmt == "jsonl":
                 return write_jsonl(results, stream)
             batch = reports.batch(batch_id)
@@ -114,6 +137,29 @@ def results(
                 _upload(settings, path, target, fmt)
     summary = {"batch_id": batch_id, "format": fmt, "rows": count, "out": out}
     click.echo(dump(summary) if as_json else f"wrote {count} rows ({fmt}) to {out}")
+
+
+def _export_documents(
+    client: Client,
+    batch_id: int,
+    fmt: str,
+    state: str | None,
+    stream: IO[str],
+    secret: str | None,
+    csv_raw: bool,
+) -> int:
+    reports = Reports(client.engine)
+    batch = reports.batch(batch_id)
+    assert batch is not None
+    documents = DocumentReports(client.engine)
+    records = document_records(
+        documents, batch_id, client.default_prices(), batch.model, secret, state
+    )
+    if fmt == "jsonl":
+        return write_document_jsonl(records, stream)
+    # The merged fields have the pages' columns: the same first pass finds them.
+    columns = kv_columns_of(batch.result_schema, reports.iter_kv_results(batch_id))
+    return write_document_csv(records, stream, columns, escape=not csv_raw)
 
 
 def _umask() -> int:

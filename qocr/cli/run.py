@@ -39,7 +39,9 @@ def run(concurrency: int, **params: Any) -> None:
     else:
         click.echo(
             f"batch {batch.id}: {counts.succeeded} succeeded, {counts.failed} failed, "
-            f"{counts.cancelled} cancelled. Results: qocr results {batch.id}"
+            f"{counts.cancelled} cancelled"
+            + (f", {counts.expanded} documents split into pages" if counts.expanded else "")
+            + f". Results: qocr results {batch.id}"
         )
     if counts.failed or counts.cancelled:
         raise SystemExit(1)
@@ -76,5 +78,7 @@ class _ProgressBar:
     def update(self, counts: Counts) -> None:
         if self._progress is None:
             return
-        finished = counts.succeeded + counts.failed + counts.cancelled
-        self._progress.update(self._bar, completed=finished, failed=counts.failed)
+        finished = counts.succeeded + counts.failed + counts.cancelled + counts.expanded
+        # A document's pages join the batch when it is expanded: the total grows.
+        total = finished + counts.queued + counts.running
+        self._progress.update(self._bar, total=total, completed=finished, failed=counts.failed)

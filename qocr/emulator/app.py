@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from qocr.emulator import admin, handler_compatible, handler_native
+from qocr.emulator import admin, handler_batch, handler_compatible, handler_native
 from qocr.emulator.config import EmulatorConfig
 from qocr.emulator.serving import MAX_BODY_BYTES
 from qocr.emulator.state import STATE, EmulatorState
@@ -21,6 +21,10 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get("/_health", admin.health)
     app.router.add_get("/_faults", admin.get_faults)
     app.router.add_post("/_faults", admin.set_faults)
+    app.router.add_get("/_limits", admin.get_limits)
+    app.router.add_post("/_limits", admin.set_limits)
+    app[handler_batch.BATCHES] = handler_batch.make_service(app[STATE])
+    handler_batch.add_routes(app)
     app.on_startup.append(_start)
     app.on_shutdown.append(_release_held)
     app.on_cleanup.append(_stop)
@@ -36,4 +40,5 @@ async def _release_held(app: web.Application) -> None:
 
 
 async def _stop(app: web.Application) -> None:
+    await app[handler_batch.BATCHES].stop()
     await app[STATE].stop()

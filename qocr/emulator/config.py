@@ -15,13 +15,16 @@ RECOGNIZERS: tuple[RecognizerName, ...] = ("auto", "rapidocr", "hash")
 class EmulatorConfig:
     """How the emulator listens, limits and misbehaves.
 
-    ``rpm`` / ``tpm`` are enforced per second (RPM/60 requests, TPM/60 tokens in any one-second
-    window); None means unlimited. ``latency_ms`` is a (low, high) range in milliseconds, drawn
-    uniformly per request. ``error_rate`` and ``drop_rate`` are probabilities in [0, 1], as
-    are the faults a hostile provider shows: ``hang_rate`` (the request is read and never
-    answered), ``trickle_rate`` (a 200 whose body comes one byte, or whose stream one
-    keep-alive comment, every ``trickle_interval_s``) and ``long_fields_rate`` (a 500 with a
-    300-character code and request id and a 5 MB message). All rates add up to at most 1;
+    ``rpm`` / ``tpm`` are enforced as the service does (:mod:`qocr.emulator.limits`): RPM/60
+    requests in any one second (``Throttling.BurstRate``), RPM in any minute
+    (``Throttling.RateQuota``), TPM tokens in any minute (``Throttling.AllocationQuota``); None
+    means unlimited; ``POST /_limits`` changes them while the emulator runs. ``latency_ms``
+    is a (low, high) range in milliseconds, drawn uniformly per request. ``error_rate`` and
+    ``drop_rate`` are probabilities in [0, 1], as are the faults a hostile provider shows:
+    ``hang_rate`` (the request is read and never answered), ``trickle_rate`` (a 200 whose
+    body comes one byte, or whose stream one keep-alive comment, every
+    ``trickle_interval_s``) and ``long_fields_rate`` (a 500 with a 300-character code and
+    request id and a 5 MB message). All rates add up to at most 1;
     ``POST /_faults`` changes them while the emulator runs.
     ``api_key``: when set, requests must carry ``Authorization: Bearer <api_key>``.
     ``seed``: fault, latency and request-id draws become reproducible for a given request order.
@@ -47,6 +50,10 @@ class EmulatorConfig:
     fetch_timeout_s: float = 10.0
     # Output tokens per streamed chunk; the real service sends one to a few.
     stream_chunk_tokens: int = 3
+    # The Batch API (/compatible-mode/v1/files, /batches): lines run per second (0: as
+    # fast as they can), and seconds before an unfinished batch expires (24 h).
+    batch_lines_per_second: float = 100.0
+    batch_window_seconds: float = 86_400.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -64,6 +71,8 @@ class EmulatorConfig:
             raise ValueError("fetch_timeout_s must be positive")
         if self.stream_chunk_tokens < 1:
             raise ValueError("stream_chunk_tokens must be at least 1")
+        if self.batch_lines_per_second < 0 or self.batch_window_seconds <= 0:
+            raise ValueError("batch_lines_per_second must be >= 0, batch_window_seconds > 0")
 
     def fault_rates(self) -> dict[str, float]:
         """The probability of each injected fault, by setting name."""

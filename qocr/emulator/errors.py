@@ -145,6 +145,15 @@ def request_rate_exceeded() -> ApiError:
     )
 
 
+def burst_rate_exceeded() -> ApiError:
+    """More than RPM/60 requests in one second (the service's per-second window)."""
+    message = (
+        "Request rate increased too quickly. To ensure system stability, please adjust your "
+        "client logic to scale requests more smoothly over time."
+    )
+    return _error(429, "Throttling.BurstRate", message, "limit_burst_rate", "limit_burst_rate")
+
+
 def token_rate_exceeded() -> ApiError:
     return _error(
         429,

@@ -1,7 +1,8 @@
 """The story of one API request, whichever API: the same steps, the API's own words.
 
-auth → parse and validate → request-rate window → fault plan and latency → images → token
-window → recognition and answer → JSON body or SSE stream. Each API plugs in through an
+auth → parse and validate → request-rate windows → fault plan and latency → images → token
+window → recognition and answer → JSON body or SSE stream. The rate windows count a request
+at its arrival (when its handler starts), before its body is read. Each API plugs in through an
 :class:`ApiAdapter` (:mod:`~qocr.emulator.handler_compatible`,
 :mod:`~qocr.emulator.handler_native`). Injected faults: a dropped request closes the socket
 without a response (or, streamed, halfway through the events); an injected error is a 500/503
@@ -27,7 +28,7 @@ from qocr.emulator.calls import ApiName, OcrCall
 from qocr.emulator.completion import Completion
 from qocr.emulator.errors import ApiError
 from qocr.emulator.faults import Plan
-from qocr.emulator.limits import Admission
+from qocr.emulator.limits import Admission, Throttled
 from qocr.emulator.pipeline import complete, input_tokens, load_images, read_text
 from qocr.emulator.state import STATE, EmulatorState
 from qocr.qwen.errors import ImageError
@@ -67,6 +68,7 @@ class Admitted:
     call: OcrCall
     plan: Plan
     admitted_at: float  # wall clock, for /_stats
+    arrived: float  # monotonic clock, for the rate windows
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,12 @@ class Computed:
 
 
 async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse:
+    arrived, arrived_wall = time.monotonic(), time.time()
     state = request.app[STATE]
     state.stats.request(adapter.api)
     request_id = state.ids.request_id()
     try:
-        admitted = await admit(request, state, adapter)
+        admitted = await admit(request, state, adapter, arrived, arrived_wall)
         fault = admitted.plan.fault
         if fault == "hang":
             return await hostile.hang(request, state)
@@ -92,7 +95,7 @@ async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse
         if fault == "long_fields" and not admitted.call.stream:
             error, request_id = hostile.over_long_error(request_id)
             raise error
-        computed = await compute(state, admitted.call, request_id)
+        computed = await compute(state, admitted.call, request_id, admitted.arrived)
     except ApiError as error:
         state.stats.error(error.status, adapter.error_code(error))
         return adapter.error_response(error, request_id, sse=adapter.sse_errors(request))
@@ -113,17 +116,25 @@ async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse
     )
 
 
-async def admit(request: web.Request, state: EmulatorState, adapter: ApiAdapter) -> Admitted:
+async def admit(
+    request: web.Request,
+    state: EmulatorState,
+    adapter: ApiAdapter,
+    arrived: float,
+    arrived_wall: float,
+) -> Admitted:
     check_api_key(request, state.config.api_key)
     call = adapter.parse(await read_json(request), request)
-    if not state.limits.admit_request(call.model.name, time.monotonic()):
+    throttled = state.limits.admit_request(call.model.name, arrived)
+    if throttled is Throttled.BURST_RATE:
+        raise errors.burst_rate_exceeded()
+    if throttled is Throttled.RATE_QUOTA:
         raise errors.request_rate_exceeded()
-    admitted_at = time.time()
     state.stats.admitted([request_key(image.url) for image in call.images])
     plan = state.faults.plan()
     if plan.latency_s > 0:
         await asyncio.sleep(plan.latency_s)
-    return Admitted(call, plan, admitted_at)
+    return Admitted(call, plan, arrived_wall, arrived)
 
 
 def request_key(url: str) -> str:
@@ -157,11 +168,9 @@ async def read_json(request: web.Request) -> object:
         raise errors.invalid_body() from exc
 
 
-async def compute(state: EmulatorState, call: OcrCall, request_id: str) -> Computed:
+async def compute(state: EmulatorState, call: OcrCall, request_id: str, arrived: float) -> Computed:
     images = await load_images(state.images, call)
-    reservation = state.limits.reserve_tokens(
-        call.model.name, time.monotonic(), input_tokens(call, images)
-    )
+    reservation = state.limits.reserve_tokens(call.model.name, arrived, input_tokens(call, images))
     if reservation is None:
         raise errors.token_rate_exceeded()
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from qocr.emulator.config import EmulatorConfig
+from qocr.emulator.handler_batch import BATCHES
 from qocr.emulator.server import RunningServer, start_server
 
 _T = TypeVar("_T")
@@ -68,6 +69,34 @@ class EmulatorHandle:
     def faults(self) -> dict[str, Any]:
         """The fault settings in force (``GET /_faults``)."""
         return self._call(self._update_faults({}))
+
+    def set_batch_faults(self, **changes: Any) -> dict[str, Any]:
+        """Batch API faults (``POST /_batch_faults``): ``plans=[{"error_lines": 2}]``,
+        ``upload_delays=[5.0]`` (see :mod:`qocr.emulator.batch_jobs`)."""
+        return self._call(self._batch_faults(changes))
+
+    def batch_stats(self) -> dict[str, Any]:
+        """Uploads by file name, provider batches by input file, and lines run."""
+        return self._call(self._batch_stats())
+
+    async def _batch_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._server.runner.app[BATCHES].faults.update(changes)
+
+    async def _batch_stats(self) -> dict[str, Any]:
+        service = self._server.runner.app[BATCHES]
+        return {
+            **service.counters,
+            "uploads_by_name": dict(service.uploads_by_name),
+            "batches_by_file": dict(service.batches_by_file),
+        }
+
+    def set_limits(self, **changes: object) -> dict[str, int | None]:
+        """Change the rate limits while it runs (``POST /_limits``): ``set_limits(rpm=1200)``;
+        None is unlimited. A bad value raises ValueError and changes nothing."""
+        return self._call(self._update_limits(changes))
+
+    async def _update_limits(self, changes: dict[str, object]) -> dict[str, int | None]:
+        return self._server.state.limits.update(changes)
 
     async def _update_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
         return self._server.state.faults.update(changes)

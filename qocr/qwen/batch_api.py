@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from qocr.qwen.batch_limits import ENDPOINT, TEST_ENDPOINT, TEST_MODEL
 from qocr.qwen.catalog import Api, Region
 from qocr.qwen.classify import error_from_response
 from qocr.qwen.errors import ProtocolError, QwenError
@@ -30,22 +31,10 @@ from qocr.qwen.result import OCRResult
 
 FILES_PATH = "/compatible-mode/v1/files"
 BATCHES_PATH = "/compatible-mode/v1/batches"
-ENDPOINT = "/v1/chat/completions"
-TEST_MODEL = "batch-test-model"
-TEST_ENDPOINT = "/v1/chat/ds-test"
-COMPLETION_WINDOW = "24h"
-COMPLETION_WINDOW_SECONDS = 24 * 3600
-FILE_PURPOSE = "batch"
-
-MAX_LINES = 50_000
-MAX_FILE_BYTES = 500 * 1024 * 1024
-MAX_LINE_BYTES = 6 * 1024 * 1024
 
 BATCH_REGIONS: tuple[Region, ...] = ("cn",)
 # "文字提取: qwen-vl-ocr, qwen-vl-ocr-latest" in the list of models the Batch API serves.
 BATCH_MODELS = frozenset({"qwen-vl-ocr", "qwen-vl-ocr-latest", TEST_MODEL})
-# What a batch-mode request costs, as a share of the realtime price.
-BATCH_PRICE_RATE = 0.5
 
 
 class ProviderStatus(StrEnum):
@@ -62,11 +51,18 @@ class ProviderStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {ProviderStatus.FAILED, ProviderStatus.COMPLETED, ProviderStatus.EXPIRED, ProviderStatus.CANCELLED}
+    {
+        ProviderStatus.FAILED,
+        ProviderStatus.COMPLETED,
+        ProviderStatus.EXPIRED,
+        ProviderStatus.CANCELLED,
+    }
 )
 
 
-def unsupported_reason(api: Api | str, region: Region | str, model: str, stream: bool) -> str | None:
+def unsupported_reason(
+    api: Api | str, region: Region | str, model: str, stream: bool
+) -> str | None:
     """Why a batch with these settings cannot go through the Batch API; None when it can."""
     if api != "compatible":
         return "the Batch API is OpenAI-compatible only: use --api compatible"
@@ -128,11 +124,13 @@ def parse_batch(data: Any) -> ProviderBatch:
     if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
         raise ProtocolError("unexpected batch object: no id")
     try:
-        status = ProviderStatus(data.get("status"))
+        status = ProviderStatus(str(data.get("status")))
     except ValueError:
         raise ProtocolError(f"unknown batch status {data.get('status')!r}") from None
     counts = data.get("request_counts") or {}
-    errors = (data.get("errors") or {}).get("data") if isinstance(data.get("errors"), Mapping) else None
+    errors = (
+        (data.get("errors") or {}).get("data") if isinstance(data.get("errors"), Mapping) else None
+    )
     first = errors[0] if isinstance(errors, list) and errors else None
     error = None
     if isinstance(first, Mapping):
@@ -144,7 +142,9 @@ def parse_batch(data: Any) -> ProviderBatch:
         output_file_id=provider_string(data.get("output_file_id")),
         error_file_id=provider_string(data.get("error_file_id")),
         counts=RequestCounts(
-            _count(counts.get("total")), _count(counts.get("completed")), _count(counts.get("failed"))
+            _count(counts.get("total")),
+            _count(counts.get("completed")),
+            _count(counts.get("failed")),
         ),
         error=error,
     )
@@ -171,7 +171,9 @@ def parse_line(raw: bytes | str, options: RecognizeOptions) -> LineOutcome:
     if not isinstance(data, Mapping) or not isinstance(data.get("custom_id"), str):
         return LineOutcome(None)
     custom_id = data["custom_id"]
-    response = data.get("response") if isinstance(data.get("response"), Mapping) else {}
+    response: Mapping[str, Any] = data.get("response") or {}
+    if not isinstance(response, Mapping):
+        response = {}
     status = response.get("status_code")
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
     request_id = provider_string(response.get("request_id"))

@@ -13,14 +13,8 @@ from typing import Any
 
 import httpx
 
-from qocr.qwen.batch_api import (
-    BATCHES_PATH,
-    COMPLETION_WINDOW,
-    FILE_PURPOSE,
-    FILES_PATH,
-    ProviderBatch,
-    parse_batch,
-)
+from qocr.qwen.batch_api import BATCHES_PATH, FILES_PATH, ProviderBatch, parse_batch
+from qocr.qwen.batch_limits import COMPLETION_WINDOW, FILE_PURPOSE
 from qocr.qwen.catalog import Region
 from qocr.qwen.classify import error_from_response
 from qocr.qwen.core import ClientCore

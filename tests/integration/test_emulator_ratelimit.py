@@ -1,7 +1,8 @@
 """--rpm 600 under load: 50 concurrent clients, a fixed request count, bounded in time.
 
 The emulator must admit at most RPM/60 = 10 requests in any one-second window and answer
-the rest 429 with the documented bodies (both APIs share the model's window).
+the rest 429 ``Throttling.BurstRate`` with the documented bodies (both APIs share the model's
+window); its limits change while it runs (``POST /_limits``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ NATIVE_BODY = {
     "model": "qwen-vl-ocr",
     "input": {"messages": [{"role": "user", "content": [{"image": IMAGE}]}]},
 }
+BURST_MESSAGE = (
+    "Request rate increased too quickly. To ensure system stability, please adjust your client "
+    "logic to scale requests more smoothly over time."
+)
 COMPATIBLE_429 = {
-    "message": "Requests rate limit exceeded, please try again later.",
-    "type": "limit_requests",
+    "message": BURST_MESSAGE,
+    "type": "limit_burst_rate",
     "param": None,
-    "code": "limit_requests",
+    "code": "limit_burst_rate",
 }
-NATIVE_429 = ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+NATIVE_429 = ("Throttling.BurstRate", BURST_MESSAGE)
 
 
 async def _load(base_url: str) -> tuple[list[tuple[str, int, Any]], float]:
@@ -98,7 +103,31 @@ def test_rpm_600_admits_at_most_10_per_second_and_throttles_the_rest() -> None:
             assert (body["code"], body["message"]) == NATIVE_429 and body["request_id"]
     throttled = Counter(api for api, status, _ in results if status == 429)
     assert stats["by_error_code"] == {
-        "Throttling.RateQuota": throttled["native"],
-        "limit_requests": throttled["compatible"],
+        "Throttling.BurstRate": throttled["native"],
+        "limit_burst_rate": throttled["compatible"],
     }
     assert stats["requests"] == len(results)
+
+
+def _burst(client: httpx.Client, count: int) -> list[int]:
+    return [client.post(NATIVE, json=NATIVE_BODY).status_code for _ in range(count)]
+
+
+def test_limits_change_while_the_emulator_runs() -> None:
+    with (
+        running_emulator(rpm=60, recognizer="hash") as emulator,
+        httpx.Client(base_url=emulator.base_url, timeout=10) as client,
+    ):
+        assert client.get("/_limits").json() == {"rpm": 60, "tpm": None}
+        assert _burst(client, 2) == [200, 429]  # one a second
+        raised = client.post("/_limits", json={"rpm": 600})
+        assert raised.json() == {"rpm": 600, "tpm": None}
+        # Ten a second now; the one admitted before the change still counts.
+        assert _burst(client, 10) == [200] * 9 + [429]
+        refused = client.post("/_limits", json={"rpm": 0})
+        assert refused.status_code == 400 and "rpm" in refused.json()["error"]
+        assert emulator.set_limits(rpm=None) == {"rpm": None, "tpm": None}
+        assert _burst(client, 20) == [200] * 20  # unlimited
+        with pytest.raises(ValueError):
+            emulator.set_limits(rpm=-1)
+        assert client.get("/_limits").json() == {"rpm": None, "tpm": None}

@@ -290,8 +290,8 @@ def test_429_request_and_token_rate(monkeypatch: pytest.MonkeyPatch) -> None:
         assert _call(**call).status_code == 200
         throttled = _call(**call)
         streamed = _stream(**call)
-    assert (throttled.status_code, throttled.code) == (429, "Throttling.RateQuota")
-    assert [(r.status_code, r.code) for r in streamed] == [(429, "Throttling.RateQuota")]
+    assert (throttled.status_code, throttled.code) == (429, "Throttling.BurstRate")
+    assert [(r.status_code, r.code) for r in streamed] == [(429, "Throttling.BurstRate")]
     with running_emulator(tpm=60, recognizer="hash") as emulator:
         monkeypatch.setattr(dashscope, "base_http_api_url", emulator.native_base_url)
         call = {"api_key": API_KEY, "model": MODEL, "messages": image_messages(TICKET_URL)}

@@ -188,8 +188,9 @@ def test_429_request_rate() -> None:
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model=MODEL, messages=ticket_messages())
         assert emulator.stats()["successes"] == 1
-    assert caught.value.status_code == 429 and caught.value.code == "limit_requests"
-    assert caught.value.type == "limit_requests"
+    # A second request inside the same second: the service's per-second window.
+    assert caught.value.status_code == 429 and caught.value.code == "limit_burst_rate"
+    assert caught.value.type == "limit_burst_rate"
 
 
 def test_error_inside_a_stream() -> None:

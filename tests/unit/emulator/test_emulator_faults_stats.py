@@ -100,7 +100,7 @@ def test_stats_snapshot() -> None:
 )
 def test_config_rejects_bad_values(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        EmulatorConfig(**overrides)  # type: ignore[arg-type]
+        EmulatorConfig(**overrides)  # type: ignore[arg-type]  # values of any type, to be refused
 
 
 def test_config_defaults() -> None:

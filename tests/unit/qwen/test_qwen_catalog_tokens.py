@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qocr.qwen import RecognizeOptions, estimate_request_tokens, image_tokens, model_spec, price
-from qocr.qwen.catalog import BASE_URLS, MODELS, endpoint
+from qocr.qwen.catalog import BASE_URLS, MODELS, Api, Region, endpoint
 from qocr.qwen.tasks import DEFAULT_PROMPT
 from qocr.qwen.tokens import (
     TEMPLATE_TOKENS,
@@ -72,8 +72,8 @@ def test_unknown_model_falls_back_conservatively() -> None:
         ("some-future-model", "intl", (0.07, 0.16)),
     ],
 )
-def test_price(model: str, region: str, expected: tuple[float, float]) -> None:
-    assert price(model, region) == expected  # type: ignore[arg-type]
+def test_price(model: str, region: Region, expected: tuple[float, float]) -> None:
+    assert price(model, region) == expected
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,8 @@ def test_price(model: str, region: str, expected: tuple[float, float]) -> None:
         ),
     ],
 )
-def test_endpoints(base: str, api: str, url: str) -> None:
-    assert endpoint(base, api) == url  # type: ignore[arg-type]
+def test_endpoints(base: str, api: Api, url: str) -> None:
+    assert endpoint(base, api) == url
 
 
 @pytest.mark.parametrize(

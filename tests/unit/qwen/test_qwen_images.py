@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from qocr.qwen import ImageError, QwenOCRClient, inspect_image, to_data_url
+from qocr.qwen.catalog import Api
 from qocr.qwen.images import (
     MAX_ENCODED_BYTES,
     base64_size,
@@ -165,9 +166,9 @@ def test_sniff_knows_tiff_both_byte_orders() -> None:
 )
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
 def test_client_refuses_bad_images_before_any_request(
-    image: bytes, code: str, limit: str, api: str, forbidden_transport: httpx.MockTransport
+    image: bytes, code: str, limit: str, api: Api, forbidden_transport: httpx.MockTransport
 ) -> None:
-    client = QwenOCRClient(API_KEY, api=api, transport=forbidden_transport)  # type: ignore[arg-type]
+    client = QwenOCRClient(API_KEY, api=api, transport=forbidden_transport)
     with client, pytest.raises(ImageError) as caught:
         client.recognize(image, model="qwen-vl-ocr-latest")
     assert caught.value.code == code

@@ -81,7 +81,7 @@ def test_round_trip_through_json() -> None:
         max_tokens=2048,
         stream=True,
         top_k=1,
-        stop=["</s>"],  # type: ignore[arg-type]
+        stop=["</s>"],  # type: ignore[arg-type]  # a list, as callers send it: kept as a tuple
         seed=7,
     )
     stored = json.loads(json.dumps(options.to_dict()))
@@ -109,7 +109,7 @@ def test_result_schema_is_copied_not_aliased() -> None:
 def test_options_are_frozen_and_hashable() -> None:
     options = RecognizeOptions(model="qwen-vl-ocr-latest")
     with pytest.raises(AttributeError):
-        options.model = "other"  # type: ignore[misc]
+        options.model = "other"  # type: ignore[misc]  # the write a frozen dataclass refuses
     assert hash(options) == hash(RecognizeOptions(model="qwen-vl-ocr-latest"))
 
 

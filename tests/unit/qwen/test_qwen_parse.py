@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from qocr.qwen import ProtocolError, Usage, WordInfo
+from qocr.qwen.catalog import Api
 from qocr.qwen.parse import (
     finish_reason,
     load_json,
@@ -191,9 +192,9 @@ def test_split_fenced_reports_the_language() -> None:
     [{"choices": []}, {"output": {}}, {"unexpected": True}, []],
 )
 @pytest.mark.parametrize("api", ["compatible", "dashscope"])
-def test_unexpected_shapes_are_protocol_errors(data: Any, api: str) -> None:
+def test_unexpected_shapes_are_protocol_errors(data: Any, api: Api) -> None:
     with pytest.raises(ProtocolError) as caught:
-        parse_body(api, data, task=None)  # type: ignore[arg-type]
+        parse_body(api, data, task=None)
     assert caught.value.retryable
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from qocr.qwen import RecognizeOptions
 from qocr.qwen.request import build_request, compatible_body, native_body
-from qocr.qwen.tasks import KIE_SCHEMA_PROMPT, PROMPTS, TASKS
+from qocr.qwen.tasks import KIE_SCHEMA_PROMPT, PROMPTS, TASKS, Task
 from tests.support.qwen_samples import API_KEY
 
 TICKET_URL = (
@@ -93,8 +93,8 @@ def test_native_kie_body_matches_the_seed_curl() -> None:
 
 
 @pytest.mark.parametrize("task", [t for t in TASKS if t != "key_information_extraction"])
-def test_native_task_bodies_have_no_text_part(task: str) -> None:
-    options = RecognizeOptions(model="qwen-vl-ocr-2025-11-20", task=task)  # type: ignore[arg-type]
+def test_native_task_bodies_have_no_text_part(task: Task) -> None:
+    options = RecognizeOptions(model="qwen-vl-ocr-2025-11-20", task=task)
     body = native_body("https://x/y.jpg", options)
     assert body["input"]["messages"][0]["content"] == [{"image": "https://x/y.jpg"}]
     assert body["parameters"] == {"ocr_options": {"task": task}}
@@ -171,10 +171,10 @@ def test_sampling_parameters_go_into_parameters_on_native() -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_compatible_maps_each_task_to_its_documented_prompt(task: str) -> None:
-    options = RecognizeOptions(model="qwen-vl-ocr-latest", task=task)  # type: ignore[arg-type]
+def test_compatible_maps_each_task_to_its_documented_prompt(task: Task) -> None:
+    options = RecognizeOptions(model="qwen-vl-ocr-latest", task=task)
     content = compatible_body(TICKET_URL, options)["messages"][0]["content"]
-    assert content[1] == {"type": "text", "text": PROMPTS[task]}  # type: ignore[index]
+    assert content[1] == {"type": "text", "text": PROMPTS[task]}
 
 
 def test_compatible_kie_appends_the_schema_to_the_prompt() -> None:

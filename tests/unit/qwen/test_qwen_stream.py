@@ -16,6 +16,7 @@ from qocr.qwen import (
     ServerError,
     Usage,
 )
+from qocr.qwen.catalog import Api
 from qocr.qwen.parse import parse_body
 from qocr.qwen.sse import SSEEvent, SSEParser
 from qocr.qwen.stream import StreamDecoder
@@ -80,9 +81,9 @@ def seed_compatible_stream() -> bytes:
 
 
 def decode(
-    api: str, body: bytes, step: int | None = None, **kwargs: Any
+    api: Api, body: bytes, step: int | None = None, **kwargs: Any
 ) -> tuple[OCRResult, list[str]]:
-    decoder = StreamDecoder(api, secret=API_KEY, **kwargs)  # type: ignore[arg-type]
+    decoder = StreamDecoder(api, secret=API_KEY, **kwargs)
     deltas: list[str] = []
     pieces = [body] if step is None else [body[i : i + step] for i in range(0, len(body), step)]
     for piece in pieces:

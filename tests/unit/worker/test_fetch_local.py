@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -16,13 +17,13 @@ from qocr.worker.fetch import FetchError, ImageFetcher
 BLOCKING_SECONDS = 5.0
 
 
-def no_s3() -> object:
+def no_s3() -> NoReturn:
     raise AssertionError("no S3 client for local files")
 
 
 @pytest.fixture
 def fetcher() -> ImageFetcher:
-    return ImageFetcher(no_s3)  # type: ignore[arg-type]
+    return ImageFetcher(no_s3)
 
 
 def fetch_within(fetcher: ImageFetcher, path: Path, release: Callable[[], None]) -> object:
