@@ -18,6 +18,15 @@ def normalize_url(url: str) -> str:
     return url
 
 
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for qocr's access pattern: many short transactions from many threads.
 
@@ -34,7 +43,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 20)
     # A PostgreSQL restart drops every pooled connection; check them before use.
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    # A database host that vanished (a network partition, a dead machine) must fail a
+    # query, not hang the worker thread waiting on it forever with its item leased:
+    # TCP keepalives and a user timeout end such a connection within about half a minute.
+    connect_args = {**PG_CONNECT_ARGS, **kwargs.pop("connect_args", {})}
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

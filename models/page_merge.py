@@ -4,7 +4,8 @@
   feed, the page break of plain text: ``text.split("\\f")[n - 1]`` is page n's);
 - **kv_result**: field by field, the first value a page gave in page order; where pages
   gave different values, every distinct value in a list, and the field's dotted path in
-  ``conflicts``. Empty values (null, ``""``, ``[]``, ``{}``) give way to any other. Nested
+  ``conflicts``. Empty values (null, ``""``, ``[]``, ``{}``, and the string ``"null"``,
+  which the model answers for a field it did not find) give way to any other. Nested
   objects merge field by field; lists (line items that go on over pages) are concatenated;
 - **usage**: summed (and per model, for the cost);
 - **finish_reason**: the worst of the pages' (``length`` first: an answer was cut);
@@ -23,6 +24,8 @@ from qocr.models.report_records import Usage
 from qocr.models.states import ItemState
 
 PAGE_SEPARATOR = "\f"
+# What a page answers for a field it does not hold (the model writes the string "null").
+NOT_FOUND_TEXTS = frozenset({"", "null"})
 # Worst first; any reason not listed ranks between content_filter and stop.
 FINISH_SEVERITY = {"length": 4, "content_filter": 3, "stop": 1}
 UNKNOWN_FINISH_SEVERITY = 2
@@ -116,7 +119,10 @@ def _severity(reason: str) -> int:
 
 
 def is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
+    """A value that says nothing was found: null, blank, ``"null"``, an empty list or object."""
+    if isinstance(value, str):
+        return value.strip().lower() in NOT_FOUND_TEXTS
+    return value is None or value == [] or value == {}
 
 
 def merge_values(values: Sequence[Any], path: str = "", conflicts: list[str] | None = None) -> Any:

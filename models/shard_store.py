@@ -346,6 +346,19 @@ class ShardStore(EngineBound):
             ).rowcount
             if not locked:
                 return []
+            # Spent first: an item counted below must not look spent after its count.
+            spent = conn.execute(
+                update(Item)
+                .where(Item.id.in_(held), Item.state == ItemState.QUEUED)
+                .where(Item.attempts >= max_attempts)
+                .values(
+                    state=ItemState.FAILED,
+                    finished_at=now,
+                    updated_at=now,
+                    last_error_code=SPENT_CODE,
+                    last_error_message=SPENT_MESSAGE.format(max_attempts=max_attempts),
+                )
+            ).rowcount
             rows = conn.execute(
                 update(Item)
                 .where(
@@ -373,18 +386,6 @@ class ShardStore(EngineBound):
                         for row in chunk
                     ],
                 )
-            spent = conn.execute(
-                update(Item)
-                .where(Item.id.in_(held), Item.state == ItemState.QUEUED)
-                .where(Item.attempts >= max_attempts)
-                .values(
-                    state=ItemState.FAILED,
-                    finished_at=now,
-                    updated_at=now,
-                    last_error_code=SPENT_CODE,
-                    last_error_message=SPENT_MESSAGE.format(max_attempts=max_attempts),
-                )
-            ).rowcount
             add_tallies(
                 conn,
                 lease.batch_id,

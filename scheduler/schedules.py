@@ -16,7 +16,8 @@
 
 Every other batch option of ``qocr submit`` has a key of the same name (``api``, ``model``,
 ``prompt``, ``min_pixels``, ``max_pixels``, ``rotate``, ``max_tokens``, ``stream``,
-``s3_mode``, ``batch_name``, ``cache`` (default true), ``cache_max_age`` (e.g. ``"7d"``),
+``s3_mode``, ``mode`` (``"batch"``: the Batch API), ``batch_name``, ``cache`` (default
+true), ``cache_max_age`` (e.g. ``"7d"``),
 ``cache_urls``, ``pages`` (e.g. ``"1-3,7"``), ``max_pages``, ``dpi``, and the sampling
 options ``temperature``, ``top_p``, ``top_k``,
 ``repetition_penalty``, ``presence_penalty``, ``seed``, ``stop`` (a string or a list), whose
@@ -57,7 +58,7 @@ from qocr.scheduler.document_options import (
     DocumentOptionsError,
     document_options,
 )
-from qocr.scheduler.requests import RequestError, check_notify_url
+from qocr.scheduler.requests import RequestError, check_batch_mode, check_notify_url
 from qocr.scheduler.schema_file import SchemaError, check_schema, read_schema_file
 from qocr.scheduler.slots import CronTrigger, EveryTrigger, Trigger, parse_duration
 from qocr.scheduler.submit import BatchRequest
@@ -116,6 +117,8 @@ class _ScheduleFields(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     s3_mode: Literal["inline", "presign"] | None = None
+    # "batch": the provider's Batch API (half price, within 24 h; scheduler/batch_mode.py).
+    mode: Literal["realtime", "batch"] = "realtime"
     # The result cache (scheduler.cache_policy): on by default, like `qocr submit`.
     cache: bool = True
     cache_max_age: str | None = None
@@ -205,6 +208,7 @@ class Schedule:
     notify_url: str | None = None
     cache: CachePolicy | None = None  # None: the model's default
     documents: DocumentOptions = DEFAULT_DOCUMENT_OPTIONS
+    mode: str = "realtime"
 
     def due_slot(self, now: datetime) -> datetime | None:
         """The slot to run at ``now``: the latest one, unless it is more than catch_up late.
@@ -230,6 +234,7 @@ class Schedule:
             notify_url=self.notify_url,
             cache=self.cache,
             documents=self.documents,
+            mode=self.mode,
         )
 
     def results_uri(self, slot: datetime, batch_id: int) -> str | None:
@@ -350,12 +355,18 @@ def _build(name: str, raw: Any, settings: Settings, base_dir: Path, where: str) 
     except ValidationError as exc:
         raise ScheduleConfigError(_describe(exc, where)) from None
     timezone = _zone(fields.timezone, where)
+    options = _options(fields, settings, base_dir, where)
+    if fields.mode == "batch":
+        try:
+            check_batch_mode(fields.api or settings.api, settings.region, options)
+        except RequestError as exc:
+            raise ScheduleConfigError(f"{where}: {exc.message}") from None
     return Schedule(
         name=name,
         trigger=_trigger(fields, timezone, where),
         timezone=timezone,
         sources=tuple(fields.sources),
-        options=_options(fields, settings, base_dir, where),
+        options=options,
         api=fields.api or settings.api,
         s3_mode=fields.s3_mode or settings.s3_mode,
         only_new=fields.only_new,
@@ -372,6 +383,7 @@ def _build(name: str, raw: Any, settings: Settings, base_dir: Path, where: str) 
             urls=fields.cache_urls,
         ),
         documents=document_options(fields.pages, fields.max_pages, fields.dpi),
+        mode=fields.mode,
     )
 
 

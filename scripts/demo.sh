@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main job on the embedded defaults: `qocr run` over the sample invoices, against
+# The README's main job on the embedded defaults: `qocr run` over the sample invoices (three
+# images and a two-page PDF), against
 # a local Qwen-OCR emulator, results in a SQLite file (./qocr.db). No Redis, no cloud account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,8 @@ export QOCR_BASE_URL="http://127.0.0.1:$port"
 "$BIN/qocr" run samples/ --name "sample invoices" --schema samples/invoice-schema.json
 batch=$("$BIN/qocr" status --json --limit 1 | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["batches"][0]["id"])')
 "$BIN/qocr" status "$batch"
-"$BIN/qocr" results "$batch" --format csv
+# One record per document: the three invoice images, and the two-page PDF whose pages were
+# read one by one and merged (text joined, fields merged, tokens summed).
+"$BIN/qocr" results "$batch" --by document --format csv
+pdf=$("$BIN/qocr" results "$batch" --by document | "$BIN/python" -c 'import json, sys; print(next(d["document_id"] for d in map(json.loads, sys.stdin) if d["page_count"] > 1))')
+"$BIN/qocr" show "$pdf"

@@ -12,6 +12,7 @@ qocr.worker.app`` entry point (:func:`get_app`) reads them from the environment.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -30,6 +31,8 @@ from qocr.worker.queues import (
     TICK_TASK,
 )
 from qocr.worker.submit_task import register_submit_task
+
+log = logging.getLogger(__name__)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -103,17 +106,23 @@ def _register_item_task(app: Celery, state: ProcessState) -> None:
         name=ITEM_TASK, ignore_result=True, bind=True, shared=False
     )
     def process_item(task: Any, item_id: int) -> str:
+        from celery.exceptions import Reject
         from sqlalchemy.exc import DBAPIError
 
-        try:
-            return state.processor().process(int(item_id)).value
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and not _is_disconnect(exc):
-                raise
-            # The database is away (a restart): keep the message alive with a short retry
-            # rather than waiting for the reaper's lost-message timeout.
-            delay = min(LIMITS.db_retry_cap_seconds, 2 ** min(task.request.retries, 5))
-            raise task.retry(countdown=delay, max_retries=LIMITS.db_retries) from exc
+        for _ in range(2):
+            try:
+                return state.processor().process(int(item_id)).value
+            except DBAPIError as exc:
+                if not exc.connection_invalidated and not _is_disconnect(exc):
+                    raise
+                # The database is away (a restart): wait for it in this slot, then go on.
+                # Not a countdown retry: an ETA message sits in worker memory and in
+                # kombu's unacked set, and a backlog of them stalls a worker.
+                log.warning("item %s: database away; waiting for it", item_id)
+                if not state.wait_for_database(LIMITS.db_outage_wait_seconds):
+                    break
+        # Still away (or away again): the message goes back to the queue, not to an ETA.
+        raise Reject("database unreachable", requeue=True)
 
 
 def _is_disconnect(exc: Exception) -> bool:

@@ -9,8 +9,11 @@ start once the clock has reached both, and it pushes each TAT forward by its cos
 no burst allowance: calls are spaced evenly, as the service counts requests per second
 (``Throttling.BurstRate``). A slot is never less than :data:`LEAD_SECONDS` ahead, so what a
 worker does between its reservation and its send (counting the call in SQL) fits before the
-slot instead of pushing the send past it; a fleet that starts at once still gets its first
-slots one interval apart.
+slot instead of pushing the send past it. A fleet that starts at once gets its first slots
+one interval apart, and wider at first: after an idle spell the spacing starts
+:data:`START_SLOWDOWN` wider and narrows to the limit's over :data:`START_SECONDS`, while its
+processes open connections and compete for the CPU (their first calls leave late, and a late
+call crowds the second of the calls after it).
 
 **Tokens.** A call reserves its estimated tokens; when its usage is known the difference is
 settled both ways: an overrun is charged, an unused part refunded (never into the past: an
@@ -23,9 +26,10 @@ its slot, every 429 by the slot of its call. A lone 429 is taken for jitter; whe
 one came in the :data:`WINDOW_SECONDS` before it, the calls whose slots fell in that window
 tell how fast the fleet sent (a share of the ceilings) and how much of it the service
 accepted, and the factor drops multiplicatively to the accepted share times
-:data:`HEADROOM` (if that is at least :data:`MIN_STEP` lower). The measure is of what
-the service took, so 429s of the same episode arriving one after the other converge on it
-instead of compounding. After :data:`HOLD_SECONDS` without a decrease the factor climbs back
+:data:`HEADROOM`, if that is at least :data:`MIN_STEP` lower and the last decrease is
+:data:`DECREASE_COOLDOWN_SECONDS` old (a burst of 429s is one change, one log line). The
+measure is of what the service took, so the 429s of one episode converge on it instead of
+compounding. After :data:`HOLD_SECONDS` without a decrease the factor climbs back
 additively, :data:`PROBE_PER_SECOND` of the ceiling per second, to the ceiling: a limit that
 was raised is found again. A Retry-After pauses every caller.
 """
@@ -41,6 +45,10 @@ from dataclasses import dataclass, field
 HEADROOM = 0.99
 # Every slot is at least this far ahead of its reservation.
 LEAD_SECONDS = 0.05
+# A budget unused this long is idle; the next calls start slower (see the module docstring).
+IDLE_SECONDS = 1.0
+START_SLOWDOWN = 0.5
+START_SECONDS = 5.0
 
 # The ring of calls and 429s by slot: buckets of this many seconds...
 BUCKET_SECONDS = 0.1
@@ -50,8 +58,10 @@ RING_BUCKETS = 900
 WINDOW_SECONDS = 10.0
 # ...once they span at least this long (a fraction of a second of calls says too little).
 MIN_SPAN_SECONDS = 1.0
-# A decrease smaller than this share of the rate in force is not made (nor logged).
+# A decrease smaller than this share of the rate in force is not made (nor logged)...
 MIN_STEP = 0.005
+# ...nor one within this long of the last: the 429s in between are counted for the next.
+DECREASE_COOLDOWN_SECONDS = 1.0
 # The factor never drops below this share of the ceilings.
 MIN_FACTOR = 0.05
 # After a decrease the factor holds this long, then climbs this share of the ceiling per
@@ -73,6 +83,7 @@ class GcraState:
     factor: float = 1.0  # the share of the ceilings set by the last decrease
     penalized_at: float = 0.0  # when the last decrease was made
     paused_until: float = 0.0  # a Retry-After pauses every caller
+    started_at: float = 0.0  # when the budget was last taken up after an idle spell
     sent: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     throttled: dict[int, tuple[int, int]] = field(default_factory=dict)
 
@@ -181,9 +192,12 @@ def reserve(
     wait = start - now
     if wait > max_wait:
         return Grant(granted=False, wait=wait, factor=factor)
-    state.request_tat = start + request_interval / factor
+    if max(state.request_tat, state.token_tat) < now - IDLE_SECONDS:
+        state.started_at = start
+    slow = 1.0 + START_SLOWDOWN * max(0.0, 1.0 - (start - state.started_at) / START_SECONDS)
+    state.request_tat = start + request_interval * slow / factor
     if token_interval > 0:
-        state.token_tat = start + tokens * token_interval / factor
+        state.token_tat = start + tokens * token_interval * slow / factor
     count_sent(state, start, 1, tokens)
     recovered = state.factor < 1.0 <= factor
     if recovered:
@@ -235,7 +249,7 @@ def penalize(
     share_429 = min(1.0, seen.throttled / seen.calls)
     target = max(MIN_FACTOR, sent_share * (1.0 - share_429) * HEADROOM)
     before = current_factor(state, now)
-    if target > before * (1.0 - MIN_STEP):
+    if target > before * (1.0 - MIN_STEP) or now - state.penalized_at < DECREASE_COOLDOWN_SECONDS:
         return None
     state.factor = target
     state.penalized_at = now

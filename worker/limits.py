@@ -70,6 +70,9 @@ class OperationalLimits:
     # The database is away (a restart): the task message is retried later, bounded.
     db_retry_cap_seconds: float = 30
     db_retries: int = 20
+    # An item task that finds the database away waits this long for it in its slot, then
+    # puts its message back in the queue.
+    db_outage_wait_seconds: float = 60
 
     def __post_init__(self) -> None:
         broken = [text for text, holds in self.relations() if not holds]
@@ -117,6 +120,11 @@ class OperationalLimits:
                 "its task's time does)",
                 self.document_download_deadline_seconds + calls_seconds
                 < self.task_soft_time_limit_seconds,
+            ),
+            (
+                "database outage wait + retry budget + throttle max wait + call deadline "
+                "< task soft time limit (a task that waited for the database still ends in time)",
+                self.db_outage_wait_seconds + calls_seconds < self.task_soft_time_limit_seconds,
             ),
             (
                 "database retry cap < visibility timeout "

@@ -8,6 +8,7 @@ the item processor (runtime, store, HTTP clients, throttle) and the schedule tic
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -64,6 +65,24 @@ class ProcessState:
     def publish(self, store: Store) -> None:
         """Top the broker up now (a new batch's first items), under the fleet's lock."""
         publish_now(self.app, self.settings, store)
+
+    def wait_for_database(self, timeout_seconds: float) -> bool:
+        """Poll the database until it answers (True) or ``timeout_seconds`` pass (False)."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        engine = self.processor().rt.store.engine
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return True
+            except DBAPIError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(1.0, remaining))
 
     def close(self) -> None:
         """Release connections and threads; the next task builds them again."""

@@ -35,6 +35,8 @@ from qocr.qwen.tokens import pixel_bounds
 SNIFF_BYTES = 1024
 POINTS_PER_INCH = 72.0
 JPEG_QUALITY = 85
+# The colour check draws the page this many times smaller on each side (1/64 of the pixels).
+PROBE_SHRINK = 8.0
 # An encoded page over the 10 MB request limit is encoded again at these JPEG qualities.
 FALLBACK_JPEG_QUALITIES = (70, 55, 40)
 # A TIFF frame larger than this is refused rather than decoded (it would take gigabytes).
@@ -176,13 +178,19 @@ class _Pdf(Document):
                 if width <= 0 or height <= 0:
                     raise DocumentError(f"page {page} has no size", code="page_blank")
                 scale = _whole_pixels(limits.scale(width, height, POINTS_PER_INCH), width, height)
-                bitmap = pdf_page.render(scale=scale, rev_byteorder=True)
+                # A black-and-white page (most invoices) is drawn in gray: a third of the
+                # memory and of the bytes to encode. A small draw first says which it is.
+                probe = pdf_page.render(scale=scale / PROBE_SHRINK, rev_byteorder=True)
                 try:
-                    # A copy Pillow owns: the bitmap's buffer is PDFium's, freed below.
-                    drawn = bitmap.to_pil()
-                    image = _gray_if_colourless(drawn)
-                    if image is drawn:
-                        image = drawn.copy()
+                    gray = _colourless(probe.to_pil())
+                finally:
+                    probe.close()
+                bitmap = pdf_page.render(scale=scale, rev_byteorder=True, grayscale=gray)
+                try:
+                    # An image Pillow owns (a gray bitmap's buffer is shared: copied); the
+                    # bitmap is PDFium's memory, freed at once.
+                    drawn: Image.Image = bitmap.to_pil()
+                    image = drawn.copy() if drawn.mode == "L" else drawn
                 finally:
                     bitmap.close()
             finally:
@@ -333,23 +341,17 @@ def _plain_mode(frame: Image.Image) -> Image.Image:
     return frame.convert("RGB")
 
 
-def _gray_if_colourless(image: Image.Image) -> Image.Image:
-    """One channel of an RGB image whose three channels are equal (a black-and-white page):
-    a third of the bytes to encode, and a smaller file."""
-    if image.mode != "RGB":
-        return image
-    red, green, blue = image.split()
+def _colourless(image: Image.Image) -> bool:
+    """True when an RGB image's three channels are equal everywhere (no colour on it)."""
     from PIL import ImageChops
 
-    if ImageChops.difference(red, green).getbbox() is None and (
-        ImageChops.difference(green, blue).getbbox() is None
-    ):
-        green.close()
-        blue.close()
-        return red
-    for channel in (red, green, blue):
-        channel.close()
-    return image
+    if image.mode != "RGB":
+        return image.mode in ("1", "L")
+    red, green, blue = image.split()
+    return (
+        ImageChops.difference(red, green).getbbox() is None
+        and ImageChops.difference(green, blue).getbbox() is None
+    )
 
 
 def _is_blank(image: Image.Image) -> bool:

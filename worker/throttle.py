@@ -10,22 +10,30 @@ slot), and one log line per change of the fleet's rate.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from qocr.qwen.catalog import model_spec
 from qocr.worker import gcra
 from qocr.worker.gcra import HEADROOM, Decrease, GcraState, Grant, Window
 
 log = logging.getLogger(__name__)
+import os  # TEMP
+
+_DEBUG = bool(os.environ.get("QOCR_DEBUG_LATE"))  # TEMP
 
 __all__ = ["HEADROOM", "FleetRate", "Limits", "MemoryBackend", "Slot", "Throttle"]
 
 # A call that would leave later than this past its slot takes a new slot instead: late by
 # HEADROOM's slack (10 ms), it and the calls after it would crowd one second of the service.
 LATE_TOLERANCE_SECONDS = 0.004
+# A thread woken for its slot waits for the GIL up to the switch interval (5 ms by default,
+# half that slack) while another thread computes; at 1 ms it leaves on time.
+SWITCH_INTERVAL_SECONDS = 0.001
 # qocr status reads the fleet's calls and 429s of this last stretch.
 RECENT_SECONDS = 60.0
 
@@ -125,6 +133,12 @@ class Limits:
     rpm: int
     tpm: int | None
 
+    @classmethod
+    def for_model(cls, model: str, rpm: int | None, tpm: int | None) -> Limits:
+        """The configured limits (``QOCR_RPM`` / ``QOCR_TPM``), else the model's documented."""
+        spec = model_spec(model)
+        return cls(rpm=rpm or spec.rpm, tpm=tpm or spec.tpm)
+
     @property
     def request_interval(self) -> float:
         """Seconds between requests at the ceiling (less the headroom)."""
@@ -158,15 +172,38 @@ class Slot:
 class FleetRate:
     """The rate the fleet uses now for one model, and how its recent calls fared."""
 
+    limits: Limits  # the ceilings
     factor: float  # the share of the ceilings in force
-    requests_per_minute: float
-    tokens_per_minute: float | None
-    calls: int  # reserved in the last RECENT_SECONDS
+    calls: int  # whose slots fell in the last RECENT_SECONDS
     throttled: int  # of those, answered 429
+
+    @property
+    def requests_per_minute(self) -> float:
+        return self.limits.rpm * HEADROOM * self.factor
+
+    @property
+    def tokens_per_minute(self) -> float | None:
+        return self.limits.tpm * HEADROOM * self.factor if self.limits.tpm else None
 
     @property
     def share_429(self) -> float | None:
         return self.throttled / self.calls if self.calls else None
+
+    def to_dict(self) -> dict[str, object]:
+        """For ``qocr status --json`` (see docs/cli-json.md)."""
+        return {
+            "requests_per_minute": round(self.requests_per_minute, 1),
+            "tokens_per_minute": None
+            if self.tokens_per_minute is None
+            else round(self.tokens_per_minute),
+            "rpm_ceiling": self.limits.rpm,
+            "tpm_ceiling": self.limits.tpm,
+            "share_of_ceiling": round(self.factor, 4),
+            "window_seconds": RECENT_SECONDS,
+            "calls": self.calls,
+            "status_429": self.throttled,
+            "share_429": None if self.share_429 is None else round(self.share_429, 4),
+        }
 
 
 class Throttle:
@@ -182,10 +219,11 @@ class Throttle:
         self.backend = backend
         self.max_wait = max_wait
         self._clock = clock
+        if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
     def reserve(self, model: str, limits: Limits, tokens: int) -> Slot:
         """A slot for one call of an estimated ``tokens``; not granted if beyond max_wait."""
-        asked = self._clock()
         grant = self.backend.reserve(
             model, limits.request_interval, limits.token_interval, tokens, self.max_wait
         )
@@ -196,8 +234,10 @@ class Throttle:
                 model,
                 limits.rpm,
             )
-        # The limiter's clock was read somewhere between asking and the answer.
-        return Slot(model, limits, tokens, grant, (asked + answered) / 2 + grant.wait)
+        # The limiter read its clock between asking and the answer, nearer the answer when
+        # callers queue for it (a fleet starting at once): count from the answer, so a call
+        # is never sent before its slot.
+        return Slot(model, limits, tokens, grant, answered + grant.wait)
 
     def wait_for(self, slot: Slot, sleep: Callable[[float], object] = time.sleep) -> Slot:
         """Sleep until ``slot``, right before sending. A call that can no longer leave on
@@ -209,7 +249,17 @@ class Throttle:
                 if late < 0:
                     sleep(-late)
                 if self._clock() - slot.leaves_at <= LATE_TOLERANCE_SECONDS:
+                    if _DEBUG:  # TEMP
+                        log.warning(
+                            "DEBUGLATE %.6f %.6f %.6f %d",
+                            slot.grant.slot,
+                            late,
+                            self._clock() - slot.leaves_at,
+                            renewals_left,
+                        )
                     return slot
+            if _DEBUG:  # TEMP
+                log.warning("DEBUGRENEW %.6f %.6f", slot.grant.slot, self._clock() - slot.leaves_at)
             if not renewals_left:
                 break
             # The slot given up is lost, its tokens too: its time has passed.
@@ -261,10 +311,4 @@ class Throttle:
     def fleet_rate(self, model: str, limits: Limits) -> FleetRate:
         """What the fleet uses now, for ``qocr status`` and the metrics."""
         factor, window = self.backend.recent(model, RECENT_SECONDS)
-        return FleetRate(
-            factor=factor,
-            requests_per_minute=limits.rpm * HEADROOM * factor,
-            tokens_per_minute=limits.tpm * HEADROOM * factor if limits.tpm else None,
-            calls=window.calls,
-            throttled=window.throttled,
-        )
+        return FleetRate(limits, factor, window.calls, window.throttled)

@@ -18,6 +18,7 @@ import redis
 
 from qocr.worker import gcra
 from qocr.worker.gcra import Decrease, GcraState, Grant, Window
+from qocr.worker.throttle import FleetRate, Limits, Throttle
 
 PREFIX = "qocr:throttle:"
 
@@ -27,23 +28,28 @@ _CONSTANTS = {
     "WINDOW_BUCKETS": round(gcra.WINDOW_SECONDS / gcra.BUCKET_SECONDS),
     "MIN_SPAN": gcra.MIN_SPAN_SECONDS,
     "MIN_STEP": gcra.MIN_STEP,
+    "COOLDOWN": gcra.DECREASE_COOLDOWN_SECONDS,
     "MIN_FACTOR": gcra.MIN_FACTOR,
     "HOLD": gcra.HOLD_SECONDS,
     "PROBE": gcra.PROBE_PER_SECOND,
     "HEADROOM": gcra.HEADROOM,
     "LEAD": gcra.LEAD_SECONDS,
+    "IDLE": gcra.IDLE_SECONDS,
+    "START_SLOWDOWN": gcra.START_SLOWDOWN,
+    "START_SECONDS": gcra.START_SECONDS,
     "RING_SECONDS": gcra.RING_BUCKETS * gcra.BUCKET_SECONDS,
 }
 
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', KEYS[1], 'rtat', 'ttat', 'factor', 'pat', 'pause')
+local s = redis.call('HMGET', KEYS[1], 'rtat', 'ttat', 'factor', 'pat', 'pause', 'start')
 local rtat = tonumber(s[1] or '0')
 local ttat = tonumber(s[2] or '0')
 local factor = tonumber(s[3] or '1')
 local pat = tonumber(s[4] or '0')
 local pause = tonumber(s[5] or '0')
+local started = tonumber(s[6] or '0')
 local function fmt(x)
   return string.format('%.6f', x)
 end
@@ -71,7 +77,7 @@ local function count_sent(slot, calls, tokens)
 end
 local function save()
   redis.call('HSET', KEYS[1], 'rtat', fmt(rtat), 'ttat', fmt(ttat), 'factor', fmt(factor),
-             'pat', fmt(pat), 'pause', fmt(pause))
+             'pat', fmt(pat), 'pause', fmt(pause), 'start', fmt(started))
   local climb = pat + $HOLD + (1 - math.min(1, factor)) / $PROBE
   local horizon = math.max(rtat, ttat, pause, climb) - now + $RING_SECONDS
   redis.call('EXPIRE', KEYS[1], math.max(math.ceil($RING_SECONDS), math.ceil(horizon)))
@@ -91,9 +97,13 @@ local wait = start - now
 if wait > max_wait then
   return {0, fmt(wait), fmt(0), fmt(current), 0}
 end
-rtat = start + request_interval / current
+if math.max(rtat, ttat) < now - $IDLE then
+  started = start
+end
+local slow = 1 + $START_SLOWDOWN * math.max(0, 1 - (start - started) / $START_SECONDS)
+rtat = start + request_interval * slow / current
 if token_interval > 0 then
-  ttat = start + tokens * token_interval / current
+  ttat = start + tokens * token_interval * slow / current
 end
 count_sent(start, 1, tokens)
 local recovered = 0
@@ -188,7 +198,7 @@ local sent_share = math.max(calls * request_interval / span, tokens * token_inte
 local share_429 = math.min(1, throttled / calls)
 local target = math.max($MIN_FACTOR, sent_share * (1 - share_429) * $HEADROOM)
 local before = current_factor()
-if target > before * (1 - $MIN_STEP) then
+if target > before * (1 - $MIN_STEP) or now - pat < $COOLDOWN then
   save()
   return {0}
 end
@@ -277,6 +287,7 @@ def read_state(raw: dict[Any, Any]) -> GcraState:
         factor=float(fields.get("factor", 1)),
         penalized_at=float(fields.get("pat", 0)),
         paused_until=float(fields.get("pause", 0)),
+        started_at=float(fields.get("start", 0)),
     )
     for name, value in fields.items():
         if name[:1] == "s" and name[1:].isdigit():
@@ -290,3 +301,18 @@ def read_state(raw: dict[Any, Any]) -> GcraState:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def fleet_rate(redis_url: str, model: str, rpm: int | None, tpm: int | None) -> FleetRate | None:
+    """The rate the fleet uses for ``model`` now (``qocr status``); None when Redis does not
+    answer within a second."""
+    client: redis.Redis[Any] = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=1, socket_timeout=1
+    )
+    try:
+        throttle = Throttle(RedisBackend(client), max_wait=0)
+        return throttle.fleet_rate(model, Limits.for_model(model, rpm, tpm))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()

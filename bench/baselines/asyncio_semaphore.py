@@ -30,13 +30,20 @@ import httpx
 PATH = "/compatible-mode/v1/chat/completions"
 
 
-def body_for(path: Path | str, model: str) -> dict[str, Any]:
+def body_for(
+    path: Path | str, model: str, prompt: str | None = None, max_pixels: int | None = None
+) -> dict[str, Any]:
     if isinstance(path, str):  # an http URL, sent as it is
         url = path
     else:
         url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    # The same request qocr sends with default options: the image, no text part.
-    content = [{"type": "image_url", "image_url": {"url": url}}]
+    # The same request qocr sends with the same options: the image, and the task's prompt.
+    image: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
+    if max_pixels:
+        image["max_pixels"] = max_pixels
+    content = [image]
+    if prompt:
+        content.append({"type": "text", "text": prompt})
     return {"model": model, "messages": [{"role": "user", "content": content}]}
 
 
@@ -48,7 +55,7 @@ class Baseline:
         self.reported = False
 
     async def call(self, client: httpx.AsyncClient, path: Path | str) -> dict[str, Any] | None:
-        body = body_for(path, self.args.model)
+        body = body_for(path, self.args.model, self.args.prompt, self.args.max_pixels)
         for _ in range(self.args.tries):
             try:
                 response = await client.post(PATH, json=body)
@@ -125,6 +132,8 @@ def main() -> None:
     parser.add_argument("--model", default="qwen-vl-ocr-latest")
     parser.add_argument("--rpm", type=float, help="Calls a minute: sleep 60/rpm between calls.")
     parser.add_argument("--tpm", type=float, help="Tokens a minute: rate from one probe call.")
+    parser.add_argument("--prompt", help="A text part after the image (a task's prompt).")
+    parser.add_argument("--max-pixels", type=int, help="The image part's max_pixels.")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--tries", type=int, default=5)
     parser.add_argument("--limit", type=int, default=0, help="At most this many files.")

@@ -50,8 +50,8 @@ def detail_json(
         **item_json(detail.item, secret),
         "batch_name": detail.batch_name,
         "not_before": iso(detail.not_before),
-        "history": [attempt_json(attempt, secret) for attempt in detail.history],
         "pages": [page_json(page, secret) for page in pages or []],
+        "history": [attempt_json(attempt, secret) for attempt in detail.history],
     }
 
 

@@ -107,6 +107,8 @@ def render_summary(doc: dict[str, Any]) -> None:
         finish += f"  [yellow]warning: {doc['truncated']:,} answer(s) cut at max_tokens[/yellow]"
     grid.add_row("Finish", finish)
     grid.add_row("Errors", escape(_pairs(doc["errors"])))
+    if doc.get("fleet"):
+        grid.add_row("Rate", escape(fleet_line(doc["fleet"])))
     cost = doc["cost"]
     sources = sorted({m["price_source"] for m in cost["models"]}) or ["catalog"]
     usd = cost["usd"]
@@ -147,6 +149,20 @@ def shard_lines(doc: dict[str, Any]) -> list[str]:
             line += f" · {shard['error']}"
         lines.append(line)
     return lines
+
+
+def fleet_line(fleet: dict[str, Any]) -> str:
+    """The rate every worker shares for the batch's model now, and its recent 429s."""
+    line = (
+        f"{fleet['requests_per_minute']:,.0f} requests/min in use "
+        f"({100 * fleet['share_of_ceiling']:.0f} % of the {fleet['rpm_ceiling']:,} ceiling)"
+    )
+    if fleet["share_429"] is None:
+        return line + f" · no calls in the last {fleet['window_seconds']:.0f} s"
+    return line + (
+        f" · 429 {100 * fleet['share_429']:.1f} % of {fleet['calls']:,} calls "
+        f"in the last {fleet['window_seconds']:.0f} s"
+    )
 
 
 def webhook_lines(doc: dict[str, Any]) -> list[str]:

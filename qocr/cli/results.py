@@ -97,7 +97,10 @@ def results(
     by: str,
     as_json: bool,
 ) -> None:
-    """Export the items (or documents) of BATCH with their results (JSONL or CSV), streamed."""
+    """Export the items of BATCH with their results (JSONL or CSV), streamed.
+
+    With --by document: one record per source submitted, a PDF's or TIFF's pages merged.
+    """
     if csv_raw and fmt != "csv":
         raise click.UsageError("--csv-raw applies to --format csv only")
     settings = get_settings()

@@ -83,6 +83,13 @@ def status(
             client.get(batch_id)  # an unknown id is an error before anything is drawn
             follow(Reports(client.engine), batch_id, interval, show_bar=not as_json)
         document = client.status_document(batch_id, prices=prices)
+    if document["state"] == BatchState.RUNNING:
+        from qocr.worker.throttle_redis import fleet_rate  # Redis only for a running batch
+
+        rate = fleet_rate(
+            settings.effective_redis_url, document["model"], settings.rpm, settings.tpm
+        )
+        document["fleet"] = None if rate is None else rate.to_dict()
     if submission is not None:
         _show_submission(submission, document, as_json)
     elif as_json:

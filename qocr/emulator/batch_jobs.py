@@ -293,8 +293,11 @@ class BatchService:
             if time.monotonic() >= deadline or (expire_after is not None and index >= expire_after):
                 end = "expired"
                 break
-            if self.lines_per_second > 0:
-                await asyncio.sleep(1 / self.lines_per_second)
+            if self.lines_per_second > 0 and await _cancelled_within(
+                batch.cancel, 1 / self.lines_per_second
+            ):
+                end = "cancelled"
+                break
             request_id = self.new_id("")
             if index < error_lines:
                 status, body = 500, _server_error(request_id)
@@ -389,6 +392,15 @@ class BatchService:
             batch.stamps["failed_at"] = int(time.time())
             return None
         return lines
+
+
+async def _cancelled_within(cancel: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` (a line's run time); True as soon as the batch is cancelled."""
+    try:
+        await asyncio.wait_for(cancel.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _problem(code: str, message: str, line: int | None) -> dict[str, Any]:

@@ -22,9 +22,7 @@ OPTIONS = RecognizeOptions(model="qwen-vl-ocr-latest", prompt="Read the text.")
 
 def _jsonl(count: int, custom_id: str = "line-{n}") -> bytes:
     image = to_data_url(text_png(["INVOICE 42"]), "image/png")
-    return b"".join(
-        request_line(custom_id.format(n=n), image, OPTIONS) for n in range(count)
-    )
+    return b"".join(request_line(custom_id.format(n=n), image, OPTIONS) for n in range(count))
 
 
 def _wait(read: Any, done: set[str], timeout: float = 20.0) -> Any:

@@ -164,6 +164,7 @@ def test_status_lists_recent_batches(built: Built, reports: Reports) -> None:
         "succeeded": 3,
         "failed": 2,
         "cancelled": 0,
+        "expanded": 0,
     }
     assert [line["id"] for line in status_json("--limit", "1")["batches"]] == [built.cut]
     assert status_json("--state", "running")["batches"] == []

@@ -110,8 +110,10 @@ def pipeline_batches(backend: str, tmp: Path) -> Iterator[Built]:
 
         schema_file = tmp / "schema.json"
         schema_file.write_text(json.dumps(SCHEMA))
+        # The three invoice images (samples/ also holds a two-page PDF).
+        invoices = [str(SAMPLES / f"invoice-{n}.png") for n in (1, 2, 3)]
         kie = run_batch(
-            str(SAMPLES), "--api", "dashscope", "--schema", str(schema_file), "--name", "kie"
+            *invoices, "--api", "dashscope", "--schema", str(schema_file), "--name", "kie"
         )
         folder = tmp / "mixed"
         write_pngs(folder, 3)

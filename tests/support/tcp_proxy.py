@@ -35,12 +35,16 @@ class FaultyProxy:
         return url.replace(f"{host}:{port}", f"127.0.0.1:{self.port}", 1)
 
     def cut(self) -> None:
-        """Reset every open connection (RST, as a killed server's peer would see)."""
+        """Close every open connection at once, as a server restart does."""
         with self._lock:
             sockets, self._open = self._open, set()
         for sock in sockets:
             with contextlib.suppress(OSError):
-                # SO_LINGER 0: close() sends a reset, not an orderly FIN.
+                # shutdown() wakes the pump thread blocked in recv() on this socket (a bare
+                # close() would not, and the peer would wait forever on a silent socket);
+                # then SO_LINGER 0 makes the close a reset, as a killed server's would be.
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
 

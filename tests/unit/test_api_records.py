@@ -45,6 +45,7 @@ COUNTS = {
     ItemState.SUCCEEDED: 2,
     ItemState.FAILED: 1,
     ItemState.CANCELLED: 0,
+    ItemState.EXPANDED: 0,
 }
 
 

@@ -86,3 +86,46 @@ def test_bad_limits_are_refused(values: dict[str, Any], word: str) -> None:
     with pytest.raises(DocumentOptionsError) as caught:
         document_options(**values)
     assert word in caught.value.message
+
+
+def test_submit_options_reach_the_batch_and_its_idempotency_digest() -> None:
+    from qocr.scheduler.idempotency import request_sha256
+    from qocr.scheduler.requests import request_from_options
+    from qocr.settings import Settings
+
+    settings = Settings(api="compatible", model="qwen-vl-ocr-latest", s3_mode="inline")
+    sources = ["s3://scans/in/"]
+    plain = request_from_options(settings, sources, {})
+    first = request_from_options(settings, sources, {"pages": "1", "max_pages": 10, "dpi": 150})
+    assert first.documents == document_options("1", 10, 150)
+    stored = first.spec().source_options
+    assert (stored["pages"], stored["max_pages"], stored["dpi"]) == ("1", 10, 150.0)
+    assert plain.spec().source_options["pages"] is None
+    assert request_sha256(first) != request_sha256(plain)
+    with pytest.raises(DocumentOptionsError):
+        request_from_options(settings, sources, {"pages": "0-"})
+
+
+def test_schedules_take_the_same_keys_and_name_a_bad_one(tmp_path: Any) -> None:
+    from qocr.scheduler.schedules import ScheduleConfigError, load_schedule_book
+    from qocr.settings import Settings
+
+    settings = Settings(api="compatible", model="qwen-vl-ocr-latest", s3_mode="inline")
+    base = '[schedules.nightly]\nevery = "1h"\nsources = ["s3://scans/in/"]\n'
+    path = tmp_path / "qocr.toml"
+    path.write_text(base + 'pages = "1-2"\nmax_pages = 50\ndpi = 200\n')
+    schedule = load_schedule_book(path, settings).schedules["nightly"]
+    assert schedule.documents == document_options("1-2", 50, 200)
+    assert schedule.request(schedule.trigger.latest_at_or_before(_now()) or _now()).documents == (
+        schedule.documents
+    )
+    path.write_text(base + 'pages = "two"\n')
+    with pytest.raises(ScheduleConfigError) as caught:
+        load_schedule_book(path, settings)
+    assert "nightly" in caught.value.message and "pages" in caught.value.message
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2026, 11, 30, 12, tzinfo=UTC)

@@ -32,10 +32,14 @@ S, F, C, R, Q = (
         # First non-empty value in page order; agreeing pages give it once.
         (["INV-1", None, "INV-1"], "INV-1", []),
         ([None, "", "2026-11-30"], "2026-11-30", []),
+        # The model answers the string "null" for a field it did not find on a page.
+        (["null", "USD 2,980.00"], "USD 2,980.00", []),
+        (["2026-04-09", "NULL "], "2026-04-09", []),
         # Pages that disagree: every distinct value, in page order, and the field named.
         (["100.00", "120.00", "100.00"], ["100.00", "120.00"], [""]),
         # Nothing on any page: the shape the pages gave ("" rather than null).
         ([None, ""], "", []),
+        (["null", "null"], "null", []),
         ([None, None], None, []),
         ([], None, []),
         # Objects merge field by field; a conflict deep inside is named by its path.

@@ -30,7 +30,8 @@ from qocr.scheduler.idempotency import request_sha256
 from qocr.scheduler.requests import request_from_options
 from qocr.scheduler.schedules import parse_schedule_book
 from qocr.settings import Settings
-from qocr.worker.cache import head_validators, url_key
+from qocr.worker.cache import Verdict, head_validators, url_key
+from qocr.worker.process import Outcome
 
 LATEST = "qwen-vl-ocr-latest"
 SNAPSHOT = "qwen-vl-ocr-2025-11-20"
@@ -195,6 +196,15 @@ def test_schedules_take_the_same_cache_keys(tmp_path: Path) -> None:
     slot = datetime(2026, 11, 30, tzinfo=UTC)
     assert book.get("plain").request(slot).cache_policy() == CachePolicy(True, None, False)
     assert book.get("tuned").request(slot).cache_policy() == CachePolicy(False, 172800, True)
+
+
+def test_every_verdict_that_ends_a_try_is_an_outcome_of_the_item_processor() -> None:
+    ending = [verdict for verdict in Verdict if verdict is not Verdict.CALL]
+    assert [Outcome(verdict.value) for verdict in ending] == [
+        Outcome.SUCCEEDED,
+        Outcome.RETRY_LATER,
+        Outcome.LEASE_LOST,
+    ]
 
 
 # -- URL keys --------------------------------------------------------------------------

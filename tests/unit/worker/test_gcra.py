@@ -3,17 +3,21 @@ per function."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
 
 from qocr.worker.gcra import (
     BUCKET_SECONDS,
+    DECREASE_COOLDOWN_SECONDS,
     HEADROOM,
     HOLD_SECONDS,
+    IDLE_SECONDS,
     LEAD_SECONDS,
     MIN_FACTOR,
     PROBE_PER_SECOND,
+    START_SLOWDOWN,
     GcraState,
     Grant,
     bucket_of,
@@ -53,14 +57,14 @@ def test_current_factor_holds_then_climbs_additively(
 @pytest.mark.parametrize(
     ("state", "tokens", "max_wait", "grant", "request_tat", "token_tat"),
     [
-        # Idle: one lead ahead; the next request may start one interval later.
-        (GcraState(), 100, 5.0, Grant(True, LEAD_SECONDS), NOW + LEAD_SECONDS + 0.5, 0.0),
+        # Idle: one lead ahead; the next request may start one (wider: a start) interval later.
+        (GcraState(), 100, 5.0, Grant(True, LEAD_SECONDS), NOW + LEAD_SECONDS + 0.75, 0.0),
         # A request arrival time in the future: wait for it.
         (GcraState(request_tat=NOW + 2), 10, 5.0, Grant(True, 2.0), NOW + 2.5, NOW + 2.1),
         # The token budget binds: wait for it, and push it by this call's tokens.
         (GcraState(token_tat=NOW + 3), 10, 5.0, Grant(True, 3.0), NOW + 3.5, NOW + 3.1),
-        # A Retry-After pause holds every caller.
-        (GcraState(paused_until=NOW + 4), 10, 5.0, Grant(True, 4.0), NOW + 4.5, NOW + 4.1),
+        # A Retry-After pause holds every caller (and they start again slowly).
+        (GcraState(paused_until=NOW + 4), 10, 5.0, Grant(True, 4.0), NOW + 4.75, NOW + 4.15),
         # Beyond max_wait: refused, and the state is left as it was.
         (GcraState(request_tat=NOW + 6), 10, 5.0, Grant(False, 6.0), NOW + 6, 0.0),
         # Slowed down to half the ceilings: twice the spacing, for requests and tokens.
@@ -98,15 +102,34 @@ def test_reserve(
         assert state.sent == {}
 
 
-def test_a_fleet_starting_at_once_gets_slots_one_interval_apart() -> None:
+def test_a_fleet_starting_at_once_is_spread_wider_at_first() -> None:
     state = GcraState()
-    grants = [reserve(state, NOW, REQUEST_INTERVAL, 0.0, 1, 20.0) for _ in range(32)]
-    slots = [grant.slot for grant in grants]
+    slots = [reserve(state, NOW, REQUEST_INTERVAL, 0.0, 1, 20.0).slot for _ in range(100)]
     assert slots[0] == pytest.approx(NOW + LEAD_SECONDS)
-    gaps = [later - earlier for earlier, later in zip(slots, slots[1:], strict=False)]
-    assert gaps == pytest.approx([REQUEST_INTERVAL] * 31)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
+    assert gaps[0] == pytest.approx(REQUEST_INTERVAL * (1 + START_SLOWDOWN))
+    # Narrowing to the limit's own spacing, which it keeps once the start is over.
+    assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(gaps))
+    settled = [gap for slot, gap in zip(slots, gaps, strict=False) if slot >= NOW + 5.1]
+    assert settled and settled == pytest.approx([REQUEST_INTERVAL] * len(settled))
     # Any one second holds at most 1 / interval of them: no burst at the start.
     assert max(sum(1 for s in slots if t <= s < t + 1.0) for t in slots) == 10
+
+
+@pytest.mark.parametrize(
+    ("request_tat", "gap"),
+    [
+        (NOW - 2 * IDLE_SECONDS, REQUEST_INTERVAL * (1 + START_SLOWDOWN)),  # idle: a new start
+        (NOW - IDLE_SECONDS / 2, REQUEST_INTERVAL),  # a pause between calls: still running
+        (NOW + 3.0, REQUEST_INTERVAL),  # busy
+    ],
+    ids=["after an idle spell", "short pause", "busy"],
+)
+def test_only_a_start_after_an_idle_spell_is_slowed(request_tat: float, gap: float) -> None:
+    state = GcraState(request_tat=request_tat, started_at=NOW - 100)
+    first = reserve(state, NOW, REQUEST_INTERVAL, 0.0, 1, 20.0)
+    second = reserve(state, NOW, REQUEST_INTERVAL, 0.0, 1, 20.0)
+    assert second.slot - first.slot == pytest.approx(gap)
 
 
 def test_the_first_reservation_at_the_ceiling_again_says_so_once() -> None:
@@ -200,10 +223,25 @@ def test_429s_of_one_episode_converge_instead_of_compounding() -> None:
     state = fleet(10, 10, 5)
     first = penalize(state, NOW, None, NOW, REQUEST_INTERVAL, 0.0)
     assert first is not None
-    # More 429s of calls sent before the decrease arrive: the same evidence, no new step.
-    later = [penalize(state, NOW + 0.05, None, NOW - 0.05, REQUEST_INTERVAL, 0.0) for _ in range(3)]
+    # More 429s of calls sent before the decrease, a while later: the same evidence (what
+    # the service accepted then), so no new step.
+    later = [penalize(state, NOW + 2, None, NOW - 0.05, REQUEST_INTERVAL, 0.0) for _ in range(3)]
     assert later == [None, None, None]
-    assert current_factor(state, NOW + 1) == pytest.approx(first.after)
+    assert current_factor(state, NOW + 3) == pytest.approx(first.after)
+
+
+def test_429s_within_the_cooldown_of_a_decrease_wait_for_the_next() -> None:
+    state = fleet(10, 10, 1)
+    first = penalize(state, NOW, None, NOW, REQUEST_INTERVAL, 0.0)
+    assert first is not None
+    for _ in range(30):  # many more 429s at once: counted, no change yet
+        count_throttled(state, NOW - 1)
+    assert (
+        penalize(state, NOW + DECREASE_COOLDOWN_SECONDS / 2, None, NOW, REQUEST_INTERVAL, 0.0)
+        is None
+    )
+    after = penalize(state, NOW + DECREASE_COOLDOWN_SECONDS, None, NOW, REQUEST_INTERVAL, 0.0)
+    assert after is not None and after.after < first.after
 
 
 @pytest.mark.parametrize(

@@ -171,3 +171,21 @@ def test_the_smaller_encoding_is_kept() -> None:
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
     assert len(data) < len(buffer.getvalue())
+
+
+def test_a_black_and_white_page_is_sent_in_gray_and_a_coloured_one_in_colour(
+    tmp_path: Path,
+) -> None:
+    coloured = Image.new("RGB", (425, 550), "white")
+    coloured.paste((200, 0, 0), (20, 20, 60, 24))  # a thin red rule: colour all the same
+    buffer = io.BytesIO()
+    coloured.save(buffer, format="PDF", resolution=50)
+    limits = RenderLimits(max_pixels=300_000)
+    with open_document(write(tmp_path / "red.pdf", buffer.getvalue())) as document:
+        red = document.render(1, limits)
+    with open_document(write(tmp_path / "gray.pdf", pdf_bytes(1))) as document:
+        gray = document.render(1, limits)
+    with Image.open(io.BytesIO(red.data)) as image:
+        assert image.mode == "RGB"
+    with Image.open(io.BytesIO(gray.data)) as image:
+        assert image.mode == "L"
