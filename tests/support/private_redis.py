@@ -64,6 +64,7 @@ class PrivateRedis:
 
 @contextmanager
 def private_redis_server(workdir: Path) -> Iterator[PrivateRedis]:
+    workdir.mkdir(parents=True, exist_ok=True)
     server = PrivateRedis(workdir)
     server.start()
     try:
