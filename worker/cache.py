@@ -10,8 +10,9 @@ A miss takes a short "in flight" marker for the key (``SET NX`` with a TTL: Redi
 fleet, memory for ``qocr run``), so the same image twice in a batch costs one call: an item
 that finds the marker taken goes back to the queue for a few seconds, without an attempt
 counted (like the throttle's no-slot path), and finds the result when it comes back. The
-marker is dropped when the holder's try ends, however it ends; a holder that dies leaves it
-to its TTL, the longest one claim's calls can take.
+marker is dropped when the holder's try ends, however it ends. Its TTL is short and a
+thread renews it while the holder lives, so a holder that dies (SIGKILL) holds its copies
+back for seconds, not for the longest a claim's calls can take.
 
 Image keys: the sha256 of the bytes read. A URL source has no bytes here (the provider
 fetches it), so it is cached only when the batch opted in (``--cache-urls``), keyed by the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +49,8 @@ IN_FLIGHT_PREFIX = "qocr:cache:inflight:"
 # An item whose key is being paid for comes back after about this long (jittered, so a
 # crowd of copies does not return in one burst).
 RECHECK_SECONDS = 2.0
+# An in-flight marker lives this long unless renewed; its holder renews it every third.
+MARKER_TTL_SECONDS = 15.0
 HEAD_TIMEOUT_SECONDS = 5.0
 URL_SCHEMES = ("http://", "https://")
 
@@ -91,6 +95,10 @@ class ResultCache:
         self._in_flight_seconds = in_flight_seconds
         self._head = head
         self._http: httpx.Client | None = None
+        self._held: dict[str, str] = {}  # marker → token, renewed while held
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     @contextmanager
     def before_call(
@@ -111,6 +119,7 @@ class ResultCache:
         if not self._kv.put(marker, token, self._in_flight_seconds, only_if_absent=True):
             yield Lookup(self._wait(item), key)
             return
+        self._hold(marker, token)
         try:
             # The previous holder may have saved its result since the first look.
             paid = self._find(key, fingerprint, policy)
@@ -119,8 +128,31 @@ class ResultCache:
             else:
                 yield Lookup(Verdict.CALL, key)
         finally:
+            with self._lock:
+                self._held.pop(marker, None)
             if self._kv.get(marker) == token:  # not a successor's, after a TTL ran out
                 self._kv.delete(marker)
+
+    def _hold(self, marker: str, token: str) -> None:
+        with self._lock:
+            self._held[marker] = token
+            if self._renewer is None or not self._renewer.is_alive():
+                self._stop.clear()
+                self._renewer = threading.Thread(
+                    target=self._renew, name="qocr-cache-markers", daemon=True
+                )
+                self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._in_flight_seconds / 3):
+            with self._lock:
+                held = dict(self._held)
+            for marker, token in held.items():
+                try:
+                    if self._kv.get(marker) == token:
+                        self._kv.put(marker, token, self._in_flight_seconds)
+                except Exception:  # Redis away: the marker lapses, a copy may pay; no harm
+                    log.warning("could not renew cache marker", exc_info=True)
 
     def image_key(self, source: str, policy: CachePolicy, sha256: str | None) -> str | None:
         """What the item's answer is cached under: its image's sha256, or for a URL read
@@ -132,6 +164,7 @@ class ResultCache:
         return None
 
     def close(self) -> None:
+        self._stop.set()
         if self._http is not None:
             self._http.close()
             self._http = None

@@ -54,8 +54,10 @@ START_SECONDS = 5.0
 BUCKET_SECONDS = 0.1
 # ...this many of them (90 s: the throttle's max wait ahead, the status minute behind).
 RING_BUCKETS = 900
-# A 429 is judged on the calls of this many seconds before its slot...
-WINDOW_SECONDS = 10.0
+# A 429 is judged on the calls of this many seconds before its slot (seconds in which the
+# service refused calls show what it accepts; a longer window would average in the seconds
+# the fleet sent less than that, and settle under the account's limit)...
+WINDOW_SECONDS = 3.0
 # ...once they span at least this long (a fraction of a second of calls says too little).
 MIN_SPAN_SECONDS = 1.0
 # A decrease smaller than this share of the rate in force is not made (nor logged)...

@@ -11,6 +11,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -82,6 +83,9 @@ class _Try:
 
     number: int | None = None
     started: datetime = field(default_factory=utcnow)
+    # Set once the item's fate is written (result saved or kept, failed, back in the queue):
+    # whatever breaks after that must not write over it.
+    settled: bool = False
 
 
 class ItemProcessor:
@@ -191,14 +195,14 @@ class ItemProcessor:
                 result = client.recognize_with(image, plan.options)
             except RateLimitError as exc:
                 metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
-                self.rt.throttle.penalize(model, exc.retry_after, slot)
+                _bookkeeping(self.rt.throttle.penalize, model, exc.retry_after, slot)
                 raise
             except QwenError as exc:
                 metrics.record_call(model, metrics.call_outcome(exc), time.perf_counter() - clock)
-                self.rt.breaker.record(model, breaker_outcome(exc))
+                _bookkeeping(self.rt.breaker.record, model, breaker_outcome(exc))
                 raise
             metrics.record_call(model, "ok", time.perf_counter() - clock)
-            self.rt.breaker.record(model, CallOutcome.OK)
+            _bookkeeping(self.rt.breaker.record, model, CallOutcome.OK)
             return result, (time.perf_counter() - clock) * 1000, slot
 
         def record_blip(state: tenacity.RetryCallState) -> None:
@@ -226,11 +230,6 @@ class ItemProcessor:
         except QwenError as error:
             return self._handle_error(item, plan, error, item.attempts + calls, current)
 
-        usage = result.usage
-        if usage is not None:
-            metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)
-            self.rt.throttle.settle(slot, usage.total_tokens)
-            self._estimates.learn(plan.options, image.info, usage)
         record = result_record(result, latency_ms, sha256, plan.fingerprint)
         attempt = AttemptRecord(
             started_at=current.started,
@@ -241,7 +240,15 @@ class ItemProcessor:
             worker=self.rt.worker_name,
             number=current.number,
         )
-        return self._save(item, attempt, record)
+        # The paid answer is saved before any bookkeeping that could fail (Redis away).
+        outcome = self._save(item, attempt, record)
+        current.settled = True
+        usage = result.usage
+        if usage is not None:
+            metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)
+            _bookkeeping(self.rt.throttle.settle, slot, usage.total_tokens)
+            self._estimates.learn(plan.options, image.info, usage)
+        return outcome
 
     def _save(self, item: ClaimedItem, attempt: AttemptRecord, record: ResultRecord) -> Outcome:
         """Save a paid result; never throw it away to pay for it again."""
@@ -329,6 +336,9 @@ class ItemProcessor:
         )
 
     def _give_back(self, item: ClaimedItem, current: _Try, exc: Exception) -> None:
+        if current.settled:
+            log.warning("item %s: error after its outcome was saved (%s)", item.item_id, exc)
+            return
         message = f"{type(exc).__name__}: {exc}"
         attempt = self._local_attempt(WORKER_ERROR, message, AttemptOutcome.RETRY, current)
         try:
@@ -338,6 +348,15 @@ class ItemProcessor:
             # Still counted: the call (if any) was counted when it left, and the reaper
             # counts a try that ends without a word when the lease runs out.
             log.warning("item %s: could not give back (%s); the reaper will", item.item_id, exc)
+
+
+def _bookkeeping(action: Callable[..., object], *args: object) -> None:
+    """Throttle and breaker upkeep after a call: a Redis that is away must not undo a paid
+    answer (or turn a provider error into a worker error), so a failure here is logged."""
+    try:
+        action(*args)
+    except Exception:
+        log.warning("throttle/breaker upkeep failed (Redis away?)", exc_info=True)
 
 
 def breaker_outcome(error: QwenError) -> CallOutcome:

@@ -23,7 +23,7 @@ from qocr.scheduler.cache_policy import CachePolicy
 from qocr.scheduler.document_options import DEFAULT_DOCUMENT_OPTIONS, DocumentOptions
 from qocr.settings import Settings
 from qocr.worker.breaker import CircuitBreaker, KeyValue, MemoryKeyValue, RedisKeyValue
-from qocr.worker.cache import ResultCache
+from qocr.worker.cache import MARKER_TTL_SECONDS, ResultCache
 from qocr.worker.document_files import DocumentFiles
 from qocr.worker.documents import DocumentRunner
 from qocr.worker.fetch import ImageFetcher
@@ -111,13 +111,8 @@ class Runtime:
             import redis
 
             kv = RedisKeyValue(redis.Redis.from_url(self.settings.effective_redis_url))
-        # A key stays "in flight" for as long as one claim's calls may take.
-        in_flight_seconds = (
-            LIMITS.throttle_max_wait_seconds
-            + LIMITS.in_process_budget_seconds
-            + self.settings.call_deadline_seconds
-        )
-        return ResultCache(self.store, kv, self.worker_name, in_flight_seconds)
+        # A key's "in flight" marker is renewed while its holder lives (worker/cache.py).
+        return ResultCache(self.store, kv, self.worker_name, MARKER_TTL_SECONDS)
 
     @cached_property
     def spool(self) -> ResultSpool:

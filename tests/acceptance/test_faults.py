@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from qocr.models import Attempt
 from tests.support import fault_scenarios as scenarios
 from tests.support.fault_scenarios import Sizes
 from tests.support.faults import FaultReport
@@ -26,11 +28,18 @@ RECOVERY_SECONDS = 60.0
 SMALL = Sizes(items=30, slots=6, fault_seconds=20, max_attempts=4)
 
 
-def assert_clean(report: FaultReport, sizes: Sizes, *, paid_twice_at_most: int = 0) -> None:
+def assert_clean(
+    report: FaultReport, sizes: Sizes, *, paid_twice_at_most: int = 0, killed: bool = False
+) -> None:
     assert report.lost == 0, report
     assert report.duplicate_results == 0, report
     assert report.paid_twice <= paid_twice_at_most, report
-    assert report.attempt_rows == report.provider_requests, report
+    # Every request the provider saw is an attempt row. A worker killed in the instant
+    # between counting a call and sending it leaves a counted call that never left:
+    # conservative, and only for the calls in flight at the kill.
+    assert report.attempt_rows >= report.provider_requests, report
+    slack = report.in_flight_at_fault if killed else 0
+    assert report.attempt_rows - report.provider_requests <= slack, report
     assert report.max_calls_per_image <= sizes.max_attempts, report
     assert report.seconds_to_complete <= RECOVERY_SECONDS, report
 
@@ -60,7 +69,7 @@ def test_worker_killed_at_startup_strands_no_received_message(
     assert report.succeeded == sizes.items, report
     # Items whose message was received but not started carry no call: only the ones
     # running at the kill may have been paid for already.
-    assert_clean(report, sizes, paid_twice_at_most=report.in_flight_at_fault)
+    assert_clean(report, sizes, paid_twice_at_most=report.in_flight_at_fault, killed=True)
 
 
 def test_worker_killed_mid_run_gives_back_its_items_within_a_minute(
@@ -69,7 +78,7 @@ def test_worker_killed_mid_run_gives_back_its_items_within_a_minute(
     sizes = Sizes(items=40, slots=6, max_attempts=4)
     report = scenarios.sigkill_mid_run(deploy(latency_ms=(300, 900), seed=3), tmp_path, sizes)
     assert report.succeeded == sizes.items, report
-    assert_clean(report, sizes, paid_twice_at_most=report.in_flight_at_fault)
+    assert_clean(report, sizes, paid_twice_at_most=report.in_flight_at_fault, killed=True)
 
 
 def test_sigterm_to_every_worker_then_restart_loses_and_doubles_nothing(
@@ -125,16 +134,27 @@ def test_a_provider_that_hangs_is_cut_at_the_deadline(
 def test_over_long_provider_fields_are_stored_and_calls_stay_bounded(
     deploy: MakeDeployment, tmp_path: Path
 ) -> None:
-    sizes = Sizes(items=6, slots=3, max_attempts=3)
+    sizes = Sizes(items=20, slots=4, max_attempts=3)
     deployment = deploy(latency_ms=(20, 60), seed=27)
     report = scenarios.overlong_fields(deployment, tmp_path, sizes)
-    # Every call saved its attempt (300-character codes and request ids, 5 MB messages
-    # capped), so each image was called exactly QOCR_MAX_ATTEMPTS times, then failed.
-    assert report.failed == sizes.items, report
-    assert report.attempt_rows == report.provider_requests == 3 * sizes.items, report
-    assert report.max_calls_per_image == 3, report
-    messages = [message for _, message in deployment.failures(1).values()]
-    assert all(message and len(message) < 10_000 for message in messages), messages
+    stats = deployment.emulator.stats()
+    long_answers = stats["by_status"].get("500", 0)
+    assert long_answers > 0, stats
+    # Every call saved its attempt, the 300-character codes and request ids and the 5 MB
+    # messages included (capped): no call went unrecorded, none was repeated past the limit.
+    assert_clean(report, sizes)
+    assert report.succeeded + report.failed == sizes.items, report
+    with deployment.store.sessions() as session:
+        errors = session.execute(
+            select(Attempt.error_code, Attempt.request_id, Attempt.error_message).where(
+                Attempt.http_status == 500
+            )
+        ).all()
+    assert len(errors) == long_answers
+    assert all(
+        len(code or "") > 100 and len(request_id or "") > 100 for code, request_id, _ in errors
+    )
+    assert all(len(message or "") < 10_000 for _, _, message in errors)
 
 
 def test_a_broker_blip_kills_no_call_in_flight(deploy: MakeDeployment, tmp_path: Path) -> None:

@@ -211,12 +211,12 @@ def test_tokens_sent_count_when_the_token_budget_binds() -> None:
     state = GcraState()
     for i in range(20):
         count_sent(state, NOW - 10 + i / 2, 1, 500)
-    for i in range(4):
-        count_throttled(state, NOW - 9 + 2 * i)
+    for slot in (NOW - 2.5, NOW - 1.5):  # two of the six calls of the window's 3 s
+        count_throttled(state, slot)
     decrease = penalize(state, NOW, None, NOW, REQUEST_INTERVAL, TOKEN_INTERVAL)
     assert decrease is not None
     # Requests ran at 20 % of their ceiling, tokens at 100 %: tokens are what binds.
-    assert decrease.after == pytest.approx(0.8 * HEADROOM, rel=0.03)
+    assert decrease.after == pytest.approx(2 / 3 * HEADROOM, rel=0.03)
 
 
 def test_429s_of_one_episode_converge_instead_of_compounding() -> None:
