@@ -30,7 +30,7 @@ __all__ = ["HEADROOM", "FleetRate", "Limits", "MemoryBackend", "Slot", "Throttle
 
 # A call that would leave later than this past its slot takes a new slot instead: late by
 # HEADROOM's slack (10 ms), it and the calls after it would crowd one second of the service.
-LATE_TOLERANCE_SECONDS = 0.004
+LATE_TOLERANCE_SECONDS = 0.006
 # A thread woken for its slot waits for the GIL up to the switch interval (5 ms by default,
 # half that slack) while another thread computes; at 1 ms it leaves on time.
 SWITCH_INTERVAL_SECONDS = 0.001

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from qocr.models import Attempt, Item, ItemState
 from qocr.models.shard_store import ShardStore
 from qocr.pricing import price_table
-from tests.acceptance.conftest import MakeDeployment
 from tests.support.images import write_pngs
+from tests.support.pipeline import MakeDeployment
 from tests.support.processes import QOCR, kill_hard, wait_until
 
 MODEL = "qwen-vl-ocr-latest"
@@ -63,7 +63,7 @@ def test_a_three_shard_batch_survives_line_errors_expiry_and_a_worker_killed_mid
             .join(Item, Item.id == Attempt.item_id)
             .where(Item.batch_id == batch_id)
         ).all()
-    assert sorted(code for outcome, code in outcomes if outcome == "retry") == [
+    assert sorted(str(code) for outcome, code in outcomes if outcome == "retry") == [
         "InternalError",
         "batch_expired",
         "batch_expired",

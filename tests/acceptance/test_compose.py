@@ -148,13 +148,17 @@ def test_qocr_processes_are_configured_only_by_documented_variables(
         assert environment["QOCR_CONFIG"] == "/etc/qocr/qocr.toml"
         assert environment["QOCR_BROKER_URL"] == "redis://redis:6379/0"
         assert environment["QOCR_DATABASE_URL"].startswith("postgresql://qocr:${POSTGRES_PASSWORD")
-        [mount] = found[name]["volumes"]
+        mount, *others = found[name]["volumes"]
         assert mount == {
             "type": "bind",
             "source": "./qocr.toml",
             "target": "/etc/qocr/qocr.toml",
             "read_only": True,
         }
+        # Only the worker keeps state: the paid results it could not save yet.
+        assert others == (["kept-results:/var/lib/qocr/results"] if name == "worker" else [])
+        if name == "worker":
+            assert environment["QOCR_SPOOL_DIR"] == "/var/lib/qocr/results"
         # An empty QOCR_BASE_URL is invalid: it is passed through only when set.
         assert environment["QOCR_BASE_URL"] is None
 

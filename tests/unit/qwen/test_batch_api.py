@@ -13,7 +13,13 @@ from qocr.qwen.batch_api import (
     request_line,
     unsupported_reason,
 )
-from qocr.qwen.errors import InvalidRequestError, ProtocolError, RateLimitError, ServerError
+from qocr.qwen.errors import (
+    InvalidRequestError,
+    ProtocolError,
+    QwenError,
+    RateLimitError,
+    ServerError,
+)
 from qocr.qwen.options import RecognizeOptions
 
 OPTIONS = RecognizeOptions(model="qwen-vl-ocr-latest", task="text_recognition")
@@ -87,7 +93,7 @@ def test_an_output_line_becomes_a_result_with_usage_finish_reason_and_request_id
     ],
 )
 def test_an_error_line_is_classified_like_a_realtime_error(
-    status: int, code: str, expected: type, retryable: bool
+    status: int, code: str, expected: type[QwenError], retryable: bool
 ) -> None:
     body = {"error": {"message": "boom", "type": "x", "param": None, "code": code}}
     outcome = parse_line(_output(status, body, {"code": code, "message": "boom"}), OPTIONS)
