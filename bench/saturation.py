@@ -347,7 +347,7 @@ def run_qocr(
     redis_db: int,
 ) -> dict[str, Any]:
     """Two workers up first (a running fleet), then ``qocr submit`` of the folder."""
-    limits = {"QOCR_RPM": str(scenario.qocr_rpm), "QOCR_DEBUG_LATE": "1"}  # TEMP
+    limits = {"QOCR_RPM": str(scenario.qocr_rpm)}
     if scenario.qocr_tpm:
         limits["QOCR_TPM"] = str(scenario.qocr_tpm)
     with (
@@ -393,7 +393,6 @@ def run_qocr(
             round(float(t) - first, 1) for (t,) in rows
         )
         figures["fleet_rate_samples"] = watch.samples
-        figures["TEMP_success_times"] = stats["success_times"]  # TEMP
         changes = rate_changes(workdir, scenario)
         figures["rate_changes_logged"] = len(changes)
         figures["rate_change_lines"] = changes[:20]

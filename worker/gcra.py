@@ -245,11 +245,14 @@ def penalize(
     # A lone 429 is jitter on the wire; another one in the window before it is a signal.
     if seen.calls == 0 or seen.throttled == 0 or seen.span < MIN_SPAN_SECONDS:
         return None
-    sent_share = max(
-        seen.calls * request_interval / seen.span, seen.tokens * token_interval / seen.span
-    )
     share_429 = min(1.0, seen.throttled / seen.calls)
-    target = max(MIN_FACTOR, sent_share * (1.0 - share_429) * HEADROOM)
+    # What the service took, as a share of the ceilings: the calls it did not refuse, and the
+    # tokens the calls used (a refused call's were given back); the budget that binds counts.
+    accepted = (
+        max((seen.calls - seen.throttled) * request_interval, seen.tokens * token_interval)
+        / seen.span
+    )
+    target = max(MIN_FACTOR, accepted * HEADROOM)
     before = current_factor(state, now)
     if target > before * (1.0 - MIN_STEP) or now - state.penalized_at < DECREASE_COOLDOWN_SECONDS:
         return None

@@ -22,14 +22,13 @@ from qocr.worker import gcra
 from qocr.worker.gcra import HEADROOM, Decrease, GcraState, Grant, Window
 
 log = logging.getLogger(__name__)
-import os  # TEMP
 
-_DEBUG = bool(os.environ.get("QOCR_DEBUG_LATE"))  # TEMP
 
 __all__ = ["HEADROOM", "FleetRate", "Limits", "MemoryBackend", "Slot", "Throttle"]
 
-# A call that would leave later than this past its slot takes a new slot instead: late by
-# HEADROOM's slack (10 ms), it and the calls after it would crowd one second of the service.
+# A call that would leave later than this past its slot takes a new slot instead. HEADROOM
+# leaves 10 ms a second of slack: a call later than that crowds the second of the calls after
+# it into 429s, and the request still takes a few ms to arrive.
 LATE_TOLERANCE_SECONDS = 0.006
 # A thread woken for its slot waits for the GIL up to the switch interval (5 ms by default,
 # half that slack) while another thread computes; at 1 ms it leaves on time.
@@ -249,17 +248,7 @@ class Throttle:
                 if late < 0:
                     sleep(-late)
                 if self._clock() - slot.leaves_at <= LATE_TOLERANCE_SECONDS:
-                    if _DEBUG:  # TEMP
-                        log.warning(
-                            "DEBUGLATE %.6f %.6f %.6f %d",
-                            slot.grant.slot,
-                            late,
-                            self._clock() - slot.leaves_at,
-                            renewals_left,
-                        )
                     return slot
-            if _DEBUG:  # TEMP
-                log.warning("DEBUGRENEW %.6f %.6f", slot.grant.slot, self._clock() - slot.leaves_at)
             if not renewals_left:
                 break
             # The slot given up is lost, its tokens too: its time has passed.

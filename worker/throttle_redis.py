@@ -194,9 +194,9 @@ if calls == 0 or throttled == 0 or span < $MIN_SPAN then
   save()
   return {0}
 end
-local sent_share = math.max(calls * request_interval / span, tokens * token_interval / span)
 local share_429 = math.min(1, throttled / calls)
-local target = math.max($MIN_FACTOR, sent_share * (1 - share_429) * $HEADROOM)
+local accepted = math.max((calls - throttled) * request_interval, tokens * token_interval) / span
+local target = math.max($MIN_FACTOR, accepted * $HEADROOM)
 local before = current_factor()
 if target > before * (1 - $MIN_STEP) or now - pat < $COOLDOWN then
   save()

@@ -64,6 +64,13 @@ def test_saturation_figures(quick_run: Path) -> None:
         assert 0 <= figures["share_429"] <= 1
         assert figures["ratio"] > 0
         assert figures["successes_in_window"] > 0
+        # The strict emulator: never more than RPM/60 in a second; 429s in the service's words.
+        assert figures["max_successes_in_any_second"] <= 10
+        assert set(figures["by_error_code"]) <= {"limit_burst_rate", "limit_requests"}
+    qocr = scenario["qocr"]
+    assert qocr["fleet_rate_samples"], "the fleet's rate in force, read from Redis"
+    assert all(0 < s["rpm_in_use"] <= 600 for s in qocr["fleet_rate_samples"])
+    assert qocr["rate_changes_logged"] >= 0
 
 
 def test_overhead_figures(quick_run: Path) -> None:

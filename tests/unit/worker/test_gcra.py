@@ -211,8 +211,9 @@ def test_tokens_sent_count_when_the_token_budget_binds() -> None:
     state = GcraState()
     for i in range(20):
         count_sent(state, NOW - 10 + i / 2, 1, 500)
-    for slot in (NOW - 2.5, NOW - 1.5):  # two of the six calls of the window's 3 s
+    for slot in (NOW - 2.5, NOW - 1.5):  # two of the six calls of the window's 3 s, refused
         count_throttled(state, slot)
+        count_sent(state, slot, 0, -500)  # their tokens given back
     decrease = penalize(state, NOW, None, NOW, REQUEST_INTERVAL, TOKEN_INTERVAL)
     assert decrease is not None
     # Requests ran at 20 % of their ceiling, tokens at 100 %: tokens are what binds.
