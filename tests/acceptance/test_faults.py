@@ -35,8 +35,8 @@ def assert_clean(
     assert report.duplicate_results == 0, report
     assert report.paid_twice <= paid_twice_at_most, report
     # Every request the provider saw is an attempt row. A fault that strikes in the instant
-    # between counting a call and sending it (a kill, Redis gone for the throttle) leaves a counted call that never left:
-    # conservative, and only for the calls in flight at the kill.
+    # between counting a call and sending it (a kill, Redis gone for the throttle) leaves a
+    # counted call that never left: conservative, and only for the calls in flight then.
     assert report.attempt_rows >= report.provider_requests, report
     slack = report.in_flight_at_fault if fault_mid_call else 0
     assert report.attempt_rows - report.provider_requests <= slack, report
