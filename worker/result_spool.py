@@ -36,8 +36,16 @@ SUFFIX = ".result.json"
 class ResultSpool:
     """A directory of kept results, and the thread that saves them."""
 
-    def __init__(self, directory: Path, store: Store, interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        store: Store,
+        interval_seconds: float = 1.0,
+        autostart: bool = True,
+    ) -> None:
+        """``autostart``: :meth:`keep` starts the saver thread (off: call :meth:`save_all`)."""
         self.directory = directory
+        self._autostart = autostart
         self._store = store
         self._interval_seconds = interval_seconds
         self._wake = threading.Event()
@@ -63,8 +71,9 @@ class ResultSpool:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
         log.warning("item %s: result kept in %s until the database answers", item.item_id, path)
-        self.start()
-        self._wake.set()
+        if self._autostart:
+            self.start()
+            self._wake.set()
         return path
 
     def pending(self) -> int:

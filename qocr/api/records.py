@@ -220,6 +220,7 @@ class BatchStatus(Record):
     age_seconds: float
     idempotency_key: str | None
     api: str
+    mode: str  # "realtime" or "batch" (the provider's Batch API)
     model: str
     task: str | None
     counts: Counts
@@ -252,6 +253,7 @@ class BatchStatus(Record):
             age_seconds=doc["age_seconds"],
             idempotency_key=doc["idempotency_key"],
             api=doc["api"],
+            mode=doc["mode"],
             model=doc["model"],
             task=doc["task"],
             counts=Counts.from_document(doc["counts"]),

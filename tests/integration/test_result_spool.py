@@ -51,9 +51,8 @@ def _called_item(store: Store) -> tuple[ClaimedItem, AttemptRecord]:
 def test_a_kept_result_is_saved_whole(engine: Engine, tmp_path: Path) -> None:
     store = Store(engine)
     item, attempt = _called_item(store)
-    spool = ResultSpool(tmp_path / "spool", store)
+    spool = ResultSpool(tmp_path / "spool", store, autostart=False)
     spool.keep(item, attempt, RESULT)
-    spool.stop()
     assert spool.pending() == 1
 
     assert spool.save_all() == 1
@@ -75,7 +74,7 @@ def test_a_new_spool_on_the_same_folder_saves_what_a_dead_worker_kept(
 ) -> None:
     store = Store(engine)
     item, attempt = _called_item(store)
-    ResultSpool(tmp_path, store).keep(item, attempt, RESULT)
+    ResultSpool(tmp_path, store, autostart=False).keep(item, attempt, RESULT)
     successor = ResultSpool(tmp_path, store)
     assert successor.save_all() == 1
 
@@ -85,9 +84,8 @@ def test_a_result_being_saved_by_another_process_is_left_to_it(
 ) -> None:
     store = Store(engine)
     item, attempt = _called_item(store)
-    spool = ResultSpool(tmp_path, store)
+    spool = ResultSpool(tmp_path, store, autostart=False)
     path = spool.keep(item, attempt, RESULT)
-    spool.stop()
     with path.open() as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         assert spool.save_all() == 0
@@ -99,9 +97,8 @@ def test_while_the_database_is_away_the_result_stays_kept(tmp_path: Path) -> Non
     now = utcnow()
     attempt = AttemptRecord(now, now, AttemptOutcome.SUCCEEDED, number=1)
     item = ClaimedItem(7, 1, "/img/a.png", None, 0, "tok")
-    spool = ResultSpool(tmp_path, away)
+    spool = ResultSpool(tmp_path, away, autostart=False)
     spool.keep(item, attempt, RESULT)
-    spool.stop()
     assert spool.save_all() == 0
     assert spool.pending() == 1
     away.engine.dispose()
