@@ -31,8 +31,9 @@ def test_two_workers_share_one_rpm_limit(deploy: MakeDeployment, tmp_path: Path)
     in_any_minute = max(sum(1 for t in times if start <= t < start + 60) for start in times)
     assert per_second <= rpm // 60
     assert in_any_minute <= rpm
-    # The throttle spaces calls 3 % under the limit, so a call may arrive up to ~30 ms late
-    # before the service's one-second window overflows; on a loaded 2-core test machine a
-    # few do. Each 429 slows the fleet down, so they stay rare (bench/ measures the share).
+    # The throttle spaces calls 1 % under the limit, so a call may arrive up to ~10 ms late
+    # before the service's one-second window overflows (the strict emulator counts each
+    # request when it arrives); a call later than that takes a new slot, but on a loaded
+    # 2-core test machine a few still arrive late. They stay rare (bench/ measures the share).
     throttled = stats["by_status"].get("429", 0)
     assert throttled <= 0.1 * stats["requests"]
