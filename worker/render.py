@@ -17,6 +17,7 @@ import io
 import math
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ class RenderedPage:
     height: int
 
 
-class Document:
+class Document(ABC):
     """An open document; use :func:`open_document`. ``page_count`` pages, from 1."""
 
     kind: DocumentKind
@@ -127,11 +128,13 @@ class Document:
             image.close()
         return RenderedPage(data=data, mime=mime, width=width, height=height)
 
+    @abstractmethod
     def _draw(self, page: int, limits: RenderLimits) -> Image.Image:
-        raise NotImplementedError
+        """Page ``page`` as a Pillow image within ``limits`` (the kind's own renderer)."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the document's file and memory."""
 
 
 @contextmanager
