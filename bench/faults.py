@@ -135,6 +135,8 @@ def verdict(report: FaultReport, sizes: Sizes) -> list[str]:
         broken.append("items lost")
     if report.duplicate_results:
         broken.append("duplicate results")
+    if report.tallies_off:
+        broken.append("tallies differ from GROUP BY")
     if report.paid_twice > report.in_flight_at_fault:
         broken.append("paid twice beyond the calls in flight")
     if report.max_calls_per_image > sizes.max_attempts:
@@ -153,8 +155,9 @@ def verdict(report: FaultReport, sizes: Sizes) -> list[str]:
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| fault | items | lost | duplicates | paid twice / in flight | max calls per image "
-        "(limit) | attempt rows / provider requests | s from fault end to done | kept |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "(limit) | attempt rows / provider requests | tallies ≠ GROUP BY "
+        "| s from fault end to done | kept |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
@@ -165,6 +168,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {report['paid_twice']} / {report['in_flight_at_fault']} "
             f"| {report['max_calls_per_image']} ({limit}) "
             f"| {report['attempt_rows']} / {report['provider_requests']} "
+            f"| {report.get('tallies_off', 0)} "
             f"| {report['seconds_to_complete']} | {'yes' if not broken else ', '.join(broken)} |"
         )
     return header + "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ With the emulator unlimited and answering at once, the pipeline's own cost is al
   Redis, pool and concurrency; N messages published first on one producer, the task records
   its completion time; same middle-80 % rate.
 
-Target: qocr >= 0.8 of the floor. Then, to say what costs:
+Target (issue 20): qocr >= 0.5 of the floor. Then, to say what costs:
 
 * **profile**: a second qocr run under ``py-spy record --gil`` (CPU samples of the thread
   holding the GIL) of the worker, bucketed by the innermost library frame (SQL, HTTP client,
@@ -37,10 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+from sqlalchemy import text
 
 SMALL_PAGE = (320, 120)
+# Limits far above reach, so the throttle never waits (the model's default TPM, 6,000,000 a
+# minute, would hold a fleet to ~200 calls/s at this benchmark's estimates).
 RPM_OUT_OF_REACH = "1000000"
+TPM_OUT_OF_REACH = "10000000000"
 MIDDLE = (0.1, 0.9)
+TARGET_RATIO = 0.5
 LOCK_KEY = "qocr:dispatcher:lock"  # scheduler.dispatch.LOCK_KEY
 
 # Innermost library frame -> bucket, by the frame's file path as py-spy prints it (relative
@@ -115,7 +120,11 @@ def run_qocr(
         bl.emulator(workdir / f"emulator-{label}.log") as emu,
     ):
         deployment = bl.Deployment(
-            workdir, database_url, broker_url, emu, extra_env={"QOCR_RPM": RPM_OUT_OF_REACH}
+            workdir,
+            database_url,
+            broker_url,
+            emu,
+            extra_env={"QOCR_RPM": RPM_OUT_OF_REACH, "QOCR_TPM": TPM_OUT_OF_REACH},
         )
         probe = bl.SqlProbe(database_url)
         pg_before = pg_counters(probe)
@@ -129,6 +138,11 @@ def run_qocr(
             raise RuntimeError("the worker did not start\n" + deployment.logs_tail())
         batch_id, count, submit_s = deployment.submit(str(folder))
         bl.log(f"{label}: batch {batch_id}, {count} items submitted in {submit_s:.1f} s")
+        # What autovacuum does within its first minute on a real table: without statistics,
+        # the planner takes the new items for a handful and scans a partial index of
+        # thousands where a primary-key lookup does (a cost that ends within that minute).
+        with probe.engine.begin() as conn:
+            conn.execute(text("ANALYZE items"))
         spy: subprocess.Popen[bytes] | None = None
         raw = workdir / f"{label}.pyspy.txt"
         if profile_s:
@@ -309,43 +323,14 @@ def run_floor(items: int, pool: str, concurrency: int, workdir: Path) -> dict[st
 # -- census ----------------------------------------------------------------------------
 
 
-def _variant_runtime(settings: Any, variant: str) -> Any:
-    """A worker Runtime as today, or on an engine or sessions configured differently."""
-    from sqlalchemy.orm import Session, sessionmaker
-    from sqlalchemy.sql.dml import Update
-
-    from qocr.models.db import make_engine
-    from qocr.models.store import Store
-    from qocr.worker.runtime import Runtime
-
-    runtime = Runtime(settings)
-    if variant == "today":
-        return runtime
-    engine = make_engine(settings.database_url, pool_pre_ping=False)
-    store = Store(engine)
-    if variant == "no_pre_ping+no_sync":
-
-        class NoSyncSession(Session):
-            def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
-                if isinstance(statement, Update):
-                    statement = statement.execution_options(synchronize_session=False)
-                return super().execute(statement, *args, **kwargs)
-
-        store.sessions = sessionmaker(engine, expire_on_commit=False, class_=NoSyncSession)
-    runtime.__dict__["store"] = store
-    return runtime
-
-
-CENSUS_VARIANTS = ("today", "no_pre_ping", "no_pre_ping+no_sync")
+CENSUS_VARIANTS = ("today",)
 
 
 def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
-    """ItemProcessor.process over ``items`` items per variant in this process, all counted.
+    """ItemProcessor.process over ``items`` items in this process, all counted.
 
-    Variants: today's store, then without the pool's pre-ping, then also without the ORM's
-    session synchronization on UPDATE;
-    each on its own batch of the same images, measured in ``rounds`` interleaved rounds
-    (the median round is quoted: the machine is noisy). cProfile on one more pass of today's.
+    Measured in ``rounds`` rounds (the median round is quoted: the machine is noisy);
+    cProfile on one more pass over a batch of the same images.
     """
     import httpcore
     import redis
@@ -355,6 +340,7 @@ def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
     from qocr.qwen.options import RecognizeOptions
     from qocr.settings import load_settings
     from qocr.worker.process import ItemProcessor
+    from qocr.worker.runtime import Runtime
 
     folder = bl.image_folder(items, SMALL_PAGE, root=bl.OUT / "images-census")
     paths = sorted(folder.glob("*.png"))
@@ -398,12 +384,13 @@ def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
             base_url=emu.base_url,
             api_key=bl.API_KEY,
             rpm=int(RPM_OUT_OF_REACH),
+            tpm=int(TPM_OUT_OF_REACH),
             model=bl.MODEL,
         )
         options = RecognizeOptions(model=bl.MODEL)
         runs: dict[str, tuple[Any, ItemProcessor, list[int], int]] = {}
         for variant in (*CENSUS_VARIANTS, "cprofile"):
-            runtime = _variant_runtime(settings, "today" if variant == "cprofile" else variant)
+            runtime = Runtime(settings)
             store = runtime.store
             spec = BatchSpec(
                 name=variant, api="compatible", model=bl.MODEL, options=options.to_dict()
@@ -483,9 +470,9 @@ def census(items: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
         figures["cprofile_cumulative_ms_per_item"] = _cprofile_top(stats, len(runs["cprofile"][2]))
     figures["note"] = (
         "ItemProcessor.process run sequentially in one thread, no Celery, against the emulator "
-        "(zero latency) and PostgreSQL on loopback; rows_written checks each variant wrote "
-        "what today's code writes; each pool check-out is one pre-ping SELECT 1 when pre-ping "
-        "is on; cProfile figures (inflated by the profiler) from a separate pass of today's code"
+        "(zero latency) and PostgreSQL on loopback; rows_written counts what the run wrote "
+        "(the warm-up item included); a pool check-out pings only a connection idle for over "
+        "a second; cProfile figures (inflated by the profiler) from a separate pass"
     )
     return figures
 
@@ -597,8 +584,8 @@ def main() -> None:
         "floor": floor,
         "qocr": qocr,
         "ratio": round(ratio, 4),
-        "target": "ratio >= 0.8",
-        "meets_target": ratio >= 0.8,
+        "target": f"ratio >= {TARGET_RATIO}",
+        "meets_target": ratio >= TARGET_RATIO,
         "workdir": str(workdir),
     }
     profile = args.profile == "yes" or (args.profile == "auto" and not args.quick)

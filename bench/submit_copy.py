@@ -9,9 +9,11 @@ One run, one fresh PostgreSQL database (migrated to head), in this order:
    dispatch window to Redis; no worker runs) and its peak RSS (``ru_maxrss`` from wait4).
 3. COPY again (the machine is shared: the baseline is the mean of the two).
 4. Where the time goes (skip with ``--no-profile``): the same manifest through
-   ``Store.create_batch`` in this process, with ``auto_explain`` on its INSERT (whose
-   duration and foreign-key trigger time it reports), and the sources read, checked and
-   digested alone, without a database.
+   ``Store.create_batch`` in this process, timed in two parts (the sources streamed by COPY
+   into ``items``; the statement that deletes sources listed twice, whose plan
+   ``auto_explain`` reports); the sources read, checked and digested alone, without a
+   database; the one-shot publish of the dispatch window alone (``publish_now``, the new
+   batch's items undispatched first); and ``qocr submit --help`` (the CLI's start-up).
 
 Every timed step starts after a CHECKPOINT. Targets (issue 20): submit ≤ 3 × COPY, peak
 RSS ≤ 200 MB. Defaults: 1,000,000 lines; ``--quick``: 100,000.
@@ -34,10 +36,10 @@ URL = "http://docs.example.com/bench/scan-{:07d}-tps-320-120.png"
 BASELINE_TABLE = "copy_baseline"
 TARGET_RATIO = 3.0
 TARGET_RSS_BYTES = 200_000_000
-# auto_explain on the profiling connection: plans of statements over half a second, with
-# actual times, trigger times and WAL, sent to the client as notices.
+# auto_explain on the profiling connection: plans of every statement, with actual times,
+# trigger times and WAL, sent to the client as notices (COPY has no plan: it is timed).
 AUTO_EXPLAIN = {
-    "log_min_duration": "500",
+    "log_min_duration": "0",
     "log_analyze": "on",
     "log_triggers": "on",
     "log_wal": "on",
@@ -123,8 +125,8 @@ def run_submit(env: dict[str, str], manifest: Path, log_path: Path) -> dict[str,
     }
 
 
-def profile_create_batch(database_url: str, manifest: Path) -> dict[str, Any]:
-    """The manifest through ``Store.create_batch`` here, its INSERT under auto_explain."""
+def profile_create_batch(database_url: str, broker_url: str, manifest: Path) -> dict[str, Any]:
+    """The manifest through ``Store.create_batch`` here, its COPY and dedupe timed apart."""
     from sqlalchemy import event
 
     from qocr.models.db import make_engine
@@ -155,35 +157,87 @@ def profile_create_batch(database_url: str, manifest: Path) -> dict[str, Any]:
                 cursor.execute(f"SET auto_explain.{name} = '{value}'")
         dbapi_connection.commit()
 
+    # When the dedupe's DELETE starts and ends (COPY goes past SQLAlchemy: it is the rest).
+    marks: dict[str, float] = {}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM items"):
+            marks["dedupe_start"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM items"):
+            marks["dedupe_end"] = time.perf_counter()
+
     store = Store(engine)
     spec = BatchSpec(name="profile", api="compatible", model=bl.MODEL, options={})
     checkpoint(driver_dsn(database_url))
     started = time.perf_counter()
-    _, items = store.create_batch(spec, SourceExpander(no_s3).expand([f"@{manifest}"]))
+    batch_id, items = store.create_batch(spec, SourceExpander(no_s3).expand([f"@{manifest}"]))
     create_s = time.perf_counter() - started
+    publish = profile_publish(database_url, broker_url, store, batch_id)
     engine.dispose()
-    plan = next((n for n in notices if "INSERT INTO items" in n), "")
-    insert_ms = _number(r"duration: ([\d.]+) ms", plan)
-    trigger_ms = _number(r"Trigger for constraint fk_items_batch_id_batches: time=([\d.]+)", plan)
+    plan = next((n for n in notices if "DELETE FROM items" in n), "")
     wal = re.search(r"WAL: records=(\d+)(?: fpi=(\d+))? bytes=(\d+)", plan)
-    insert_s = (insert_ms or 0) / 1000
+    copy_s = marks["dedupe_start"] - started
+    dedupe_s = marks["dedupe_end"] - marks["dedupe_start"]
     return {
         "sources_read_checked_digested_s": round(expand_s, 2),
         "sources": sources,
         "create_batch_s": round(create_s, 2),
         "items": items,
-        "stream_into_staging_s": round(create_s - insert_s, 2),
-        "insert_select_s": round(insert_s, 2),
-        "fk_trigger_s": round(trigger_ms / 1000, 2) if trigger_ms is not None else None,
-        "insert_wal": {
+        "stream_copy_into_items_s": round(copy_s, 2),
+        "dedupe_delete_s": round(dedupe_s, 2),
+        "dedupe_delete_explained_ms": _number(r"duration: ([\d.]+) ms", plan),
+        "after_dedupe_to_commit_s": round(create_s - copy_s - dedupe_s, 2),
+        "dedupe_wal": {
             "records": int(wal.group(1)),
             "full_page_images": int(wal.group(2) or 0),
             "mib": mib(int(wal.group(3))),
         }
         if wal
         else None,
-        "insert_plan": plan,
+        "dedupe_plan": plan,
+        **publish,
+        "cli_start_s": round(cli_start_seconds(), 2),
     }
+
+
+def profile_publish(
+    database_url: str, broker_url: str, store: Any, batch_id: int
+) -> dict[str, Any]:
+    """The one-shot publish ``qocr submit`` ends with, alone: the window of a new batch."""
+    import redis
+
+    from qocr.settings import Settings
+    from qocr.worker.app import create_app
+    from qocr.worker.publish import publish_now
+
+    redis.Redis.from_url(broker_url).flushdb()
+    store.reset_dispatched()  # the submit's window, published by step 2, is not in flight
+    settings = Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        model=bl.MODEL,
+        DASHSCOPE_API_KEY=bl.API_KEY,
+    )
+    started = time.perf_counter()
+    app = create_app(settings)
+    try:
+        published = publish_now(app, settings, store)
+    finally:
+        app.close()
+    publish_s = time.perf_counter() - started
+    redis.Redis.from_url(broker_url).flushdb()
+    return {"publish_s": round(publish_s, 2), "published_messages": published}
+
+
+def cli_start_seconds() -> float:
+    """Wall time of ``qocr submit --help``: the interpreter, the CLI and its imports."""
+    started = time.perf_counter()
+    subprocess.run([*bl.QOCR, "submit", "--help"], cwd=bl.REPO, check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
 def _number(pattern: str, text: str) -> float | None:
@@ -231,7 +285,9 @@ def main() -> None:
         bl.log(f"submit: {submit['items']} items in {submit['seconds']:.2f} s")
         copy_after_s, _ = copy_baseline(dsn, manifest)
         bl.log(f"COPY again: {copy_after_s:.2f} s")
-        profile = None if args.no_profile else profile_create_batch(database_url, manifest)
+        profile = (
+            None if args.no_profile else profile_create_batch(database_url, broker_url, manifest)
+        )
         if profile:
             bl.log(f"profile: {profile['create_batch_s']} s in create_batch")
 

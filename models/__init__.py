@@ -3,6 +3,7 @@
 from qocr.models.base import Base
 from qocr.models.entities import Attempt, Batch, Item, Result
 from qocr.models.schedule_run import ScheduleRun
+from qocr.models.schedule_sources import ScheduleSource
 from qocr.models.shards import BatchShard, ShardItem
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 from qocr.models.submissions import SubmitRejection
@@ -21,6 +22,7 @@ __all__ = [
     "ItemState",
     "Result",
     "ScheduleRun",
+    "ScheduleSource",
     "ShardItem",
     "SubmitRejection",
     "WebhookDelivery",

@@ -17,6 +17,7 @@ from qocr.models.db import EngineBound, rows_changed
 from qocr.models.entities import Batch, Item
 from qocr.models.new_items import insert_items
 from qocr.models.records import BatchSpec, SourceRow
+from qocr.models.schedule_sources import record_sources
 from qocr.models.states import TERMINAL_ITEM_STATES, BatchState, ItemState, sources_of
 from qocr.models.tallies import TallyKind, add_tallies, item_counts
 from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
@@ -35,8 +36,9 @@ class BatchWrites(EngineBound):
         """Insert a batch and its items in one transaction; returns (batch id, item count).
 
         Rows are streamed (COPY on PostgreSQL, see :mod:`models.new_items`); a source listed
-        twice is kept once. An exception raised by the ``rows`` iterator (a bad source)
-        rolls everything back: no half-made batch.
+        twice is kept once. A run of an ``only_new`` schedule records its sources
+        (:mod:`models.schedule_sources`). An exception raised by the ``rows`` iterator (a
+        bad source) rolls everything back: no half-made batch.
         """
         now = utcnow()
         with self.engine.begin() as conn:
@@ -69,6 +71,8 @@ class BatchWrites(EngineBound):
             # the rows inserted, duplicates left out.
             total = insert_items(conn, batch_id, rows, now)
             conn.execute(update(Batch).where(Batch.id == batch_id).values(total_items=total))
+            if spec.only_new and spec.schedule_name is not None:
+                record_sources(conn, spec.schedule_name, batch_id)
         return batch_id, total
 
     def get_batch(self, batch_id: int) -> Batch | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -17,6 +18,12 @@ def normalize_url(url: str) -> str:
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
+
+# A pooled connection used less than this long ago is taken without a ping: a worker takes
+# one several times per item, and a ping is a round trip and a commit on the server
+# (bench/overhead.py). A connection broken within that second fails its statement instead,
+# which every caller already handles as it handles a database that fails mid-transaction.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 PG_CONNECT_ARGS: dict[str, Any] = {
     "keepalives": 1,
@@ -41,13 +48,35 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    # A PostgreSQL restart drops every pooled connection; check them before use.
-    kwargs.setdefault("pool_pre_ping", True)
     # A database host that vanished (a network partition, a dead machine) must fail a
     # query, not hang the worker thread waiting on it forever with its item leased:
     # TCP keepalives and a user timeout end such a connection within about half a minute.
     connect_args = {**PG_CONNECT_ARGS, **kwargs.pop("connect_args", {})}
-    return create_engine(url, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use when it sat idle: a PostgreSQL restart drops
+    every pooled connection, and a failed ping replaces the whole pool (SQLAlchemy's
+    pre-ping, for idle connections only: :data:`PING_AFTER_IDLE_SECONDS`)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # new (it just connected), or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool retries the checkout on a new connection, older ones are discarded.
+            raise exc.InvalidatePoolError(str(error)) from error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

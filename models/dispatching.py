@@ -31,42 +31,51 @@ class DispatchQueries(EngineBound):
     ) -> list[int]:
         """Mark up to ``limit`` due, undispatched items as dispatched; returns their ids.
 
-        Oldest first. ``retries_only``: items that ran before (a retry, or a dead worker's
-        item), which carry a ``not_before``. ``FOR UPDATE SKIP LOCKED`` lets two dispatchers
-        run at once on PostgreSQL without picking the same rows (SQLite serializes writers).
+        Oldest batch first, each in id order. ``retries_only``: items that ran before (a
+        retry, or a dead worker's item), which carry a ``not_before``. One query per running
+        batch, each an ordered scan of a partial index that stops at its limit: a batch's
+        whole queue is never read or sorted (it was, at every tick: ~0.7 s with a million
+        queued). ``FOR UPDATE SKIP LOCKED`` lets two dispatchers run at once on PostgreSQL
+        without picking the same rows (SQLite serializes writers).
         """
         if limit <= 0:
             return []
         now = now or utcnow()
-        query = (
-            select(Item.id)
-            .join(Batch, Batch.id == Item.batch_id)
-            .where(
-                Item.state == ItemState.QUEUED,
-                Item.dispatched_at.is_(None),
-                or_(Item.not_before.is_(None), Item.not_before <= now),
-                Batch.state == BatchState.RUNNING,
-                # Batch-mode items go to the provider's Batch API (scheduler/batch_mode.py).
-                Batch.mode == "realtime",
-            )
-            .order_by(Item.id)
-            .limit(limit)
+        batches = select(Batch.id).where(
+            Batch.state == BatchState.RUNNING,
+            # Batch-mode items go to the provider's Batch API (scheduler/batch_mode.py).
+            Batch.mode == "realtime",
         )
         if batch_id is not None:
-            query = query.where(Item.batch_id == batch_id)
-        if retries_only:
-            query = query.where(Item.not_before.is_not(None))
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=Item)
+            batches = batches.where(Batch.id == batch_id)
+        picked: list[int] = []
         with self.engine.begin() as conn:
-            ids = list(conn.scalars(query))
-            if ids:
+            for running in conn.scalars(batches.order_by(Batch.id)).all():
+                query = (
+                    select(Item.id)
+                    .where(
+                        Item.batch_id == running,
+                        Item.state == ItemState.QUEUED,
+                        Item.dispatched_at.is_(None),
+                        or_(Item.not_before.is_(None), Item.not_before <= now),
+                    )
+                    .order_by(Item.id)
+                    .limit(limit - len(picked))
+                )
+                if retries_only:
+                    query = query.where(Item.not_before.is_not(None))
+                if self.dialect == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                picked.extend(conn.scalars(query))
+                if len(picked) >= limit:
+                    break
+            if picked:
                 conn.execute(
                     update(Item)
-                    .where(Item.id.in_(ids), Item.state == ItemState.QUEUED)
+                    .where(Item.id.in_(picked), Item.state == ItemState.QUEUED)
                     .values(dispatched_at=now)
                 )
-            return ids
+        return picked
 
     def unmark_dispatched(self, item_ids: Sequence[int]) -> None:
         """The publish failed: these items are not in the broker after all."""

@@ -184,6 +184,7 @@ def _insert_pages(conn: Connection, item: ClaimedItem, pages: Sequence[int], now
         }
         for page in pages
     ]
-    # No conflict target: any unique key (the page's, or the source digest's) skips the row.
+    # No conflict target: the arbiter is the partial ux_items_parent_page (the only unique
+    # index on items), which a page's row always enters.
     statement = dialect_insert(Item).on_conflict_do_nothing().returning(Item.id)
     return len(conn.execute(statement, rows).all())

@@ -29,6 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from qocr.models.base import Base, OrderedJSON, PortableJSON, UTCDateTime, utcnow
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 
+# The transaction's start (PostgreSQL) or the statement's (SQLite), in UTC on both.
+_NOW = text("CURRENT_TIMESTAMP")
 # BigInteger ids for rows counted in millions; SQLite needs INTEGER to alias its rowid.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -86,7 +88,9 @@ class Batch(Base):
     # models/shards.py); the dispatcher publishes realtime batches' items only.
     mode: Mapped[str] = mapped_column(String(16), default="realtime", server_default="realtime")
 
-    items: Mapped[list[Item]] = relationship(back_populates="batch", lazy="raise")
+    items: Mapped[list[Item]] = relationship(
+        back_populates="batch", lazy="raise", primaryjoin="Batch.id == foreign(Item.batch_id)"
+    )
 
     __table_args__ = (
         # One batch per schedule slot, however often beat fires for it.
@@ -105,20 +109,30 @@ class Batch(Base):
 
 
 class Item(Base):
+    """An image to read (or a document to split into pages), in one batch.
+
+    No foreign keys and no unique index on items: a submit COPYs a million rows, and each
+    cost seconds per million (migration 0011). Integrity holds by construction: nothing
+    deletes a batch or an item; a submit inserts into the batch it made in the same
+    transaction and then deletes the sources listed twice (models/new_items.py); a
+    document's pages copy the batch and item id of the document their worker holds.
+    """
+
     __tablename__ = "items"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(Text)
-    # source_digest(source): what makes a source unique in its batch. A btree entry of the
-    # source itself fails on PostgreSQL above ~2.7 KB, and presigned URLs get that long.
+    # source_digest(source): what makes a source unique in its batch (kept once at submit).
+    # A digest, not the source: presigned URLs get longer than a btree entry may be.
     source_sha256: Mapped[str] = mapped_column(String(64))
     # What identifies the content without reading it: an S3 ETag, or size+mtime of a file.
     fingerprint: Mapped[str | None] = mapped_column(Text)
+    # Server defaults too: COPY at submit sends only the columns above.
     state: Mapped[ItemState] = mapped_column(
-        _enum(ItemState, "item_state"), default=ItemState.QUEUED
+        _enum(ItemState, "item_state"), default=ItemState.QUEUED, server_default="queued"
     )
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error_code: Mapped[str | None] = mapped_column(Text)
     last_error_message: Mapped[str | None] = mapped_column(Text)
     # Not before this time (a retry's back-off); NULL means now.
@@ -127,21 +141,22 @@ class Item(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=_NOW)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=_NOW
+    )
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A page of a document (models/document_pages.py): the document's item and the page
     # number, from 1. NULL for an item made from a source at submit.
-    parent_item_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("items.id", ondelete="CASCADE")
-    )
+    parent_item_id: Mapped[int | None] = mapped_column(BigId)
     page: Mapped[int | None] = mapped_column(Integer)
 
-    batch: Mapped[Batch] = relationship(back_populates="items", lazy="raise")
+    batch: Mapped[Batch] = relationship(
+        back_populates="items", lazy="raise", primaryjoin="Batch.id == foreign(Item.batch_id)"
+    )
     result: Mapped[Result | None] = relationship(back_populates="item", lazy="raise")
 
     __table_args__ = (
-        UniqueConstraint("batch_id", "source_sha256"),
         # One batch's items in one state (cancel, retry, open-item checks, exports by
         # state), and its recently finished ones (throughput) as a range of this index.
         Index("ix_items_batch_state_finished", "batch_id", "state", "finished_at"),
@@ -152,6 +167,19 @@ class Item(Base):
             "id",
             sqlite_where=text("state = 'queued' AND dispatched_at IS NULL"),
             postgresql_where=text("state = 'queued' AND dispatched_at IS NULL"),
+        ),
+        # The dispatcher's retry pass: items that ran before and wait for their not_before
+        # (a handful next to the queue; submit adds none).
+        Index(
+            "ix_items_retries_due",
+            "batch_id",
+            "id",
+            sqlite_where=text(
+                "state = 'queued' AND dispatched_at IS NULL AND not_before IS NOT NULL"
+            ),
+            postgresql_where=text(
+                "state = 'queued' AND dispatched_at IS NULL AND not_before IS NOT NULL"
+            ),
         ),
         # The reaper's scans: expired leases, and messages the broker may have lost.
         Index(

@@ -32,6 +32,8 @@ class BatchSpec:
     idempotency_key: str | None = None
     request_sha256: str | None = None
     mode: str = "realtime"  # or "batch": the provider's Batch API (models/shards.py)
+    # A run of an ``only_new`` schedule: its sources are recorded (models/schedule_sources.py).
+    only_new: bool = False
 
 
 @dataclass(frozen=True)

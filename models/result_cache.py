@@ -123,6 +123,12 @@ class ResultCacheQueries(EngineBound):
         )
 
 
+def reusable(finish_reason: str | None) -> bool:
+    """Whether a paid result with this ``finish_reason`` may serve later copies (the
+    condition :meth:`ResultCacheQueries.find_paid` looks up)."""
+    return finish_reason != TRUNCATED
+
+
 def reuse_tallies(result: ResultRecord) -> dict[tuple[TallyKind, str], int]:
     """What a reused result adds to its batch's tallies: one cached item and the tokens its
     original was billed, which this batch did not pay (none for a paid result)."""

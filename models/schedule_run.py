@@ -31,13 +31,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from qocr.models.base import Base, UTCDateTime, utcnow
 from qocr.models.db import EngineBound, rows_changed
-from qocr.models.entities import Batch, Item, source_digest
-from qocr.models.states import BatchState, ItemState
+from qocr.models.entities import Batch
+from qocr.models.schedule_sources import done_versions_query
+from qocr.models.states import BatchState
 from qocr.models.text_caps import CODE_MAX_CHARS, MESSAGE_MAX_CHARS, cap
 
-# Items that count as done for ``only_new``: finished well, or on their way.
-# An expanded document is done: its pages are items of that batch (and retried there).
-DONE_ITEM_STATES = (ItemState.SUCCEEDED, ItemState.QUEUED, ItemState.RUNNING, ItemState.EXPANDED)
 FINISHED_BATCH_STATES = (BatchState.COMPLETED, BatchState.CANCELLED, BatchState.STOPPED)
 
 
@@ -229,20 +227,11 @@ class ScheduleRunStore(EngineBound):
 
     def done_versions(self, schedule_name: str, sources: Sequence[str]) -> set[tuple[str, Any]]:
         """(source, fingerprint) pairs among ``sources`` that an earlier batch of this
-        schedule holds as succeeded, queued or running."""
+        schedule holds as succeeded, queued or running (batches of ``only_new`` runs: the
+        only ones recorded in ``schedule_sources``)."""
         if not sources:
             return set()
-        query = (
-            select(Item.source, Item.fingerprint)
-            .join(Batch, Batch.id == Item.batch_id)
-            .where(
-                Batch.schedule_name == schedule_name,
-                # The digest finds the rows on the items' unique index; the source decides.
-                Item.source_sha256.in_([source_digest(source) for source in sources]),
-                Item.source.in_(list(sources)),
-                Item.state.in_(DONE_ITEM_STATES),
-            )
-        )
+        query = done_versions_query(schedule_name, sources)
         with self.sessions() as session:
             return {(row.source, row.fingerprint) for row in session.execute(query)}
 

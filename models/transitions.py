@@ -42,7 +42,32 @@ _CLAIM = (
     )
     .returning(Item.id, Item.batch_id, Item.source, Item.fingerprint, Item.attempts)
 )
+_HOLD_RECEIVED = (
+    update(Item)
+    .where(
+        Item.id.in_(bindparam("ids", expanding=True)),
+        Item.state == ItemState.QUEUED,
+        Item.dispatched_at.is_not(None),
+    )
+    .values(lease_until=bindparam("lease_until"))
+    .returning(Item.id)
+)
+_COUNT_CALL = (
+    update(Item)
+    .where(
+        Item.id == bindparam("item_id"),
+        Item.state == ItemState.RUNNING,
+        Item.lease_token == bindparam("token"),
+        Item.attempts < bindparam("max_attempts"),
+    )
+    .values(attempts=Item.attempts + 1, updated_at=bindparam("now"))
+    .returning(Item.attempts)
+)
 _INSERT_ATTEMPT = insert(Attempt)
+# An in-flight attempt's row, filled in when its call ends (values given as parameters).
+_FILL_ATTEMPT = update(Attempt).where(
+    Attempt.item_id == bindparam("of_item"), Attempt.number == bindparam("of_number")
+)
 _INSERT_RESULT = insert(Result)
 _RESULT_FIELDS = tuple(field.name for field in fields(ResultRecord))
 
@@ -76,18 +101,7 @@ class ItemTransitions(EngineBound):
         if not item_ids:
             return []
         with self.engine.begin() as conn:
-            return list(
-                conn.scalars(
-                    update(Item)
-                    .where(
-                        Item.id.in_(item_ids),
-                        Item.state == ItemState.QUEUED,
-                        Item.dispatched_at.is_not(None),
-                    )
-                    .values(lease_until=lease_until)
-                    .returning(Item.id)
-                )
-            )
+            return list(conn.scalars(_HOLD_RECEIVED, {"ids": item_ids, "lease_until": lease_until}))
 
     def begin_call(
         self, item: ClaimedItem, started_at: datetime, worker: str | None, max_attempts: int
@@ -99,18 +113,14 @@ class ItemTransitions(EngineBound):
         record and counts toward ``max_attempts``. Returns the attempt's number, or None
         when no call may be made: the lease moved on, or the attempts are spent.
         """
+        params = {
+            "item_id": item.item_id,
+            "token": item.lease_token,
+            "max_attempts": max_attempts,
+            "now": utcnow(),
+        }
         with self.engine.begin() as conn:
-            number = conn.scalar(
-                update(Item)
-                .where(
-                    Item.id == item.item_id,
-                    Item.state == ItemState.RUNNING,
-                    Item.lease_token == item.lease_token,
-                    Item.attempts < max_attempts,
-                )
-                .values(attempts=Item.attempts + 1, updated_at=utcnow())
-                .returning(Item.attempts)
-            )
+            number = conn.scalar(_COUNT_CALL, params)
             if number is None:
                 return None
             conn.execute(
@@ -340,11 +350,7 @@ def _record_attempt(
         row = {"item_id": item.item_id, "number": counted_as, "called": attempt.called}
         conn.execute(_INSERT_ATTEMPT, {**row, **values})
         return
-    conn.execute(
-        update(Attempt)
-        .where(Attempt.item_id == item.item_id, Attempt.number == attempt.number)
-        .values(**values)
-    )
+    conn.execute(_FILL_ATTEMPT, {"of_item": item.item_id, "of_number": attempt.number, **values})
 
 
 def _last_error(code: str | None, message: str | None) -> dict[str, Any]:

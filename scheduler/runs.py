@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -257,9 +257,8 @@ class ScheduleRunner:
                 return _Materialized(RunOutcome.BATCH_CREATED, made[0], made[1])
             return _Materialized(RunOutcome.NOTHING_NEW)
         try:
-            batch_id, count = self.store.create_batch(
-                schedule.request(slot).spec(), itertools.chain([first], rows)
-            )
+            spec = replace(schedule.request(slot).spec(), only_new=schedule.only_new)
+            batch_id, count = self.store.create_batch(spec, itertools.chain([first], rows))
         except IntegrityError:
             # UNIQUE(schedule_name, scheduled_for): another process made this slot's batch.
             made = self.runs.batch_for_slot(schedule.name, slot)

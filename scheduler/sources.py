@@ -37,6 +37,8 @@ SOURCE_SUFFIXES = IMAGE_SUFFIXES | DOCUMENT_SUFFIXES
 S3_PAGE_SIZE = 1000
 # A source or path in a message is cut to this: a manifest line can be a megabyte long.
 SHOWN_CHARS = 200
+# Sources sent to the provider as they are.
+URL_SCHEMES = ("http://", "https://")
 
 
 class SourceError(QocrError):
@@ -77,7 +79,7 @@ class SourceExpander:
         source = source.strip()
         if source.startswith("@") and not in_manifest:
             yield from self._manifest(Path(source[1:]))
-        elif source.startswith(("http://", "https://")):
+        elif source.startswith(URL_SCHEMES):
             yield SourceRow(source=source)
         elif source.startswith("s3://"):
             yield from self._s3_source(source, where)
@@ -180,6 +182,12 @@ class SourceExpander:
                 lines = _plain_sources(handle)
             try:
                 for line_number, source in lines:
+                    url = source.strip()
+                    # What _expand_one does for a URL, inline: a million-line manifest of
+                    # URLs is ~1 s faster without a generator and a `where` per line.
+                    if url.startswith(URL_SCHEMES):
+                        yield SourceRow(source=url)
+                        continue
                     yield from self._expand_one(
                         source, where=f"{path}:{line_number}", in_manifest=True
                     )

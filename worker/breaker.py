@@ -27,6 +27,18 @@ MIN_CALLS = 5  # fewer calls than this say nothing about the provider
 FAILURE_RATIO = 0.5
 FIRST_OPEN_SECONDS = 5.0
 MAX_OPEN_SECONDS = 20.0
+# While the circuit is closed, a reading of it is trusted this long, and successes are
+# counted in this process this long before they join the fleet's window: a healthy call
+# costs no Redis round trip for the breaker (bench/overhead.py). A circuit opened by another
+# worker is seen within this; a success does not close it then, the probe's does.
+LOCAL_SECONDS = 0.5
+# KeyValue.swap in Redis. ARGV: expected, new value, TTL in ms, "1" to set / "0" to delete.
+_SWAP_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else redis.call('DEL', KEYS[1]) end
+return 1
+"""
 
 
 class CallOutcome(StrEnum):
@@ -40,7 +52,7 @@ class CallOutcome(StrEnum):
 class KeyValue(Protocol):
     """The few atomic key operations the breaker needs (Redis has them all)."""
 
-    def incr(self, key: str, ttl_seconds: float) -> int: ...
+    def incr(self, key: str, ttl_seconds: float, amount: int = 1) -> int: ...
 
     def get(self, key: str) -> str | None: ...
 
@@ -49,6 +61,10 @@ class KeyValue(Protocol):
         ...
 
     def delete(self, *keys: str) -> None: ...
+
+    def swap(self, key: str, expected: str, value: str | None, ttl_seconds: float) -> bool:
+        """If ``key`` holds ``expected``: set it to ``value`` (None: delete it); True if so."""
+        ...
 
 
 class CircuitBreaker:
@@ -60,12 +76,20 @@ class CircuitBreaker:
         self._kv = kv
         self._clock = clock
         self._prefix = prefix
+        self._lock = threading.Lock()
+        self._closed_seen: dict[str, float] = {}  # model → when it was last read closed
+        self._successes: dict[tuple[str, int], int] = {}  # not yet in the fleet's window
+        self._flushed_at = 0.0
 
     def before_call(self, model: str) -> float:
         """0 when a call may go now (closed, or this call is the probe); else seconds to wait."""
+        if self._trusted_closed(model):
+            return 0.0
         opened_until = self._kv.get(self._key(model, "open"))
         if opened_until is None:
+            self._closed_seen[model] = time.monotonic()
             return 0.0
+        self._closed_seen.pop(model, None)
         interval = float(self._kv.get(self._key(model, "interval")) or FIRST_OPEN_SECONDS)
         if self._kv.put(self._key(model, "probe"), "1", interval, only_if_absent=True):
             return 0.0
@@ -76,6 +100,11 @@ class CircuitBreaker:
             return
         now = self._clock()
         bucket = int(now // BUCKET_SECONDS)
+        if outcome is CallOutcome.OK and self._trusted_closed(model):
+            self._count_success(model, bucket)
+            return
+        self._closed_seen.pop(model, None)
+        self._flush_successes()  # the window below must hold this process's successes
         ttl = BUCKET_SECONDS * (BUCKETS + 1)
         self._kv.incr(self._key(model, f"calls:{bucket}"), ttl)
         is_open = self._kv.get(self._key(model, "open")) is not None
@@ -130,6 +159,26 @@ class CircuitBreaker:
     def _key(self, model: str, name: str) -> str:
         return f"{self._prefix}{model}:{name}"
 
+    def _trusted_closed(self, model: str) -> bool:
+        seen = self._closed_seen.get(model)
+        return seen is not None and time.monotonic() - seen < LOCAL_SECONDS
+
+    def _count_success(self, model: str, bucket: int) -> None:
+        with self._lock:
+            key = (model, bucket)
+            self._successes[key] = self._successes.get(key, 0) + 1
+            if time.monotonic() - self._flushed_at < LOCAL_SECONDS:
+                return
+        self._flush_successes()
+
+    def _flush_successes(self) -> None:
+        with self._lock:
+            successes, self._successes = self._successes, {}
+            self._flushed_at = time.monotonic()
+        ttl = BUCKET_SECONDS * (BUCKETS + 1)
+        for (model, bucket), count in successes.items():
+            self._kv.incr(self._key(model, f"calls:{bucket}"), ttl, count)
+
 
 class MemoryKeyValue:
     """:class:`KeyValue` in this process, for ``qocr run`` and tests."""
@@ -146,9 +195,9 @@ class MemoryKeyValue:
             return None
         return entry[0]
 
-    def incr(self, key: str, ttl_seconds: float) -> int:
+    def incr(self, key: str, ttl_seconds: float, amount: int = 1) -> int:
         with self._lock:
-            value = int(self._live(key) or 0) + 1
+            value = int(self._live(key) or 0) + amount
             self._values[key] = (str(value), self._clock() + ttl_seconds)
             return value
 
@@ -168,16 +217,27 @@ class MemoryKeyValue:
             for key in keys:
                 self._values.pop(key, None)
 
+    def swap(self, key: str, expected: str, value: str | None, ttl_seconds: float) -> bool:
+        with self._lock:
+            if self._live(key) != expected:
+                return False
+            if value is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = (value, self._clock() + ttl_seconds)
+            return True
+
 
 class RedisKeyValue:
     """:class:`KeyValue` in Redis, shared by every worker of the fleet."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._swap = client.register_script(_SWAP_SCRIPT)
 
-    def incr(self, key: str, ttl_seconds: float) -> int:
+    def incr(self, key: str, ttl_seconds: float, amount: int = 1) -> int:
         pipe = self._client.pipeline()
-        pipe.incr(key)
+        pipe.incr(key, amount)
         pipe.pexpire(key, int(ttl_seconds * 1000))
         value, _ = pipe.execute()
         return int(value)
@@ -193,3 +253,11 @@ class RedisKeyValue:
     def delete(self, *keys: str) -> None:
         if keys:
             self._client.delete(*keys)
+
+    def swap(self, key: str, expected: str, value: str | None, ttl_seconds: float) -> bool:
+        # One round trip, and atomic: a value set meanwhile by someone else is left alone.
+        ttl_ms = max(1, int(ttl_seconds * 1000))
+        done = self._swap(
+            keys=[key], args=[expected, value or "", ttl_ms, "0" if value is None else "1"]
+        )
+        return bool(done)

@@ -10,9 +10,12 @@ A miss takes a short "in flight" marker for the key (``SET NX`` with a TTL: Redi
 fleet, memory for ``qocr run``), so the same image twice in a batch costs one call: an item
 that finds the marker taken goes back to the queue for a few seconds, without an attempt
 counted (like the throttle's no-slot path), and finds the result when it comes back. The
-marker is dropped when the holder's try ends, however it ends. Its TTL is short and a
-thread renews it while the holder lives, so a holder that dies (SIGKILL) holds its copies
-back for seconds, not for the longest a claim's calls can take.
+marker's TTL is short and a thread renews it while the holder lives, so a holder that dies
+(SIGKILL) holds its copies back for seconds, not for the longest a claim's calls can take.
+When the holder's try ends without a saved result, the marker is dropped; after a saved
+result it stays a minute as "saved": an item that missed the result just before it was
+saved cannot take the marker then, and looks again later instead of paying a second time
+(so a miss needs one lookup, not a second one under the marker).
 
 Image keys: the sha256 of the bytes read. A URL source has no bytes here (the provider
 fetches it), so it is cached only when the batch opted in (``--cache-urls``), keyed by the
@@ -51,6 +54,10 @@ IN_FLIGHT_PREFIX = "qocr:cache:inflight:"
 RECHECK_SECONDS = 2.0
 # An in-flight marker lives this long unless renewed; its holder renews it every third.
 MARKER_TTL_SECONDS = 15.0
+# How long a marker says "saved" after its holder saved the result: far longer than the
+# moment between an item's lookup and its try for the marker.
+SAVED_MARK_SECONDS = 60.0
+SAVED = "saved"
 HEAD_TIMEOUT_SECONDS = 5.0
 URL_SCHEMES = ("http://", "https://")
 
@@ -69,12 +76,16 @@ class Verdict(StrEnum):
     LEASE_LOST = "lease_lost"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lookup:
-    """The verdict, and the key a paid result of this item is stored under (None: none)."""
+    """The verdict, and the key a paid result of this item is stored under (None: none).
+
+    On ``CALL``, the caller sets ``saved`` once the paid result is in the database.
+    """
 
     verdict: Verdict
     image_key: str | None
+    saved: bool = False
 
 
 class ResultCache:
@@ -116,22 +127,30 @@ class ResultCache:
             return
         marker = f"{IN_FLIGHT_PREFIX}{key}:{fingerprint}"
         token = uuid.uuid4().hex
+        after_saved = False
         if not self._kv.put(marker, token, self._in_flight_seconds, only_if_absent=True):
-            yield Lookup(self._wait(item), key)
-            return
+            after_saved = self._kv.swap(marker, SAVED, token, self._in_flight_seconds)
+            if not after_saved:  # being paid for right now: look again later
+                yield Lookup(self._wait(item), key)
+                return
         self._hold(marker, token)
+        lookup = Lookup(Verdict.CALL, key)
         try:
-            # The previous holder may have saved its result since the first look.
-            paid = self._find(key, fingerprint, policy)
-            if paid is not None:
-                yield Lookup(self._reuse(item, paid, key, fingerprint), key)
-            else:
-                yield Lookup(Verdict.CALL, key)
+            if after_saved:
+                # A result was saved a moment ago, after this item's lookup: look again (it
+                # may not suit this batch, e.g. a max age of seconds: then call).
+                paid = self._find(key, fingerprint, policy)
+                if paid is not None:
+                    lookup = Lookup(self._reuse(item, paid, key, fingerprint), key, saved=True)
+            yield lookup
         finally:
             with self._lock:
                 self._held.pop(marker, None)
-            if self._kv.get(marker) == token:  # not a successor's, after a TTL ran out
-                self._kv.delete(marker)
+            # Only our own marker (not a successor's, after a TTL ran out).
+            if lookup.saved:
+                self._kv.swap(marker, token, SAVED, SAVED_MARK_SECONDS)
+            else:
+                self._kv.swap(marker, token, None, 0)
 
     def _hold(self, marker: str, token: str) -> None:
         with self._lock:

@@ -7,9 +7,13 @@ Redis Lua script (``worker/throttle_redis.py``) mirrors it line for line.
 **Spacing.** The state keeps the theoretical arrival time (TAT) of each budget: a call may
 start once the clock has reached both, and it pushes each TAT forward by its cost. There is
 no burst allowance: calls are spaced evenly, as the service counts requests per second
-(``Throttling.BurstRate``). A slot is never less than :data:`LEAD_SECONDS` ahead, so what a
-worker does between its reservation and its send (counting the call in SQL) fits before the
-slot instead of pushing the send past it. A fleet that starts at once gets its first slots
+(``Throttling.BurstRate``). While the budget is busy (a TAT ahead of the clock), a slot is
+never less than :data:`LEAD_SECONDS` ahead, so what a worker does between its reservation
+and its send (counting the call in SQL) fits before the slot instead of pushing the send
+past it; the lead is at most one request interval (at a high rate, one call a few ms late
+is within the headroom, and a longer lead would only hold every caller back). A budget with
+room (both TATs behind the clock) grants the slot at once: a send a few ms after it crowds
+nobody. A fleet that starts at once gets its first slots
 one interval apart, and wider at first: after an idle spell the spacing starts
 :data:`START_SLOWDOWN` wider and narrows to the limit's over :data:`START_SECONDS`, while its
 processes open connections and compete for the CPU (their first calls leave late, and a late
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 # service counts per second. At 0.99 a call may leave 10 ms late before a one-second window
 # of calls spaced one interval apart holds one too many.
 HEADROOM = 0.99
-# Every slot is at least this far ahead of its reservation.
+# While the budget is busy, every slot is at least this far ahead of its reservation.
 LEAD_SECONDS = 0.05
 # A budget unused this long is idle; the next calls start slower (see the module docstring).
 IDLE_SECONDS = 1.0
@@ -190,7 +194,10 @@ def reserve(
     token (0 disables the token budget). The state changes only when granted.
     """
     factor = current_factor(state, now)
-    start = max(now + LEAD_SECONDS, state.paused_until, state.request_tat, state.token_tat)
+    busy = max(state.paused_until, state.request_tat, state.token_tat) > now
+    # Never more than one interval: at a high rate, a longer lead only queues the callers.
+    lead = min(LEAD_SECONDS, request_interval / factor) if busy else 0.0
+    start = max(now + lead, state.paused_until, state.request_tat, state.token_tat)
     wait = start - now
     if wait > max_wait:
         return Grant(granted=False, wait=wait, factor=factor)

@@ -50,6 +50,10 @@ class OperationalLimits:
     # claimed this long after dispatch as lost. The embedded runner's items wait in its own
     # thread pool, never in a broker: only a long wait there means an item was lost.
     dispatch_window_seconds: float = 120
+    # A one-shot publish (`qocr submit`, a scheduled run) sends only this much: every
+    # worker's dispatcher tops the window up within a second, and each message costs the
+    # submit ~1 ms (2.75 s of a 1M-line submit for a full window: bench/RESULTS.md).
+    publish_window_seconds: float = 5
     lost_message_seconds: float = 900
     # With the broker's queues empty, a message not received this long after dispatch is
     # in no queue: lost in a worker killed between fetching it and leasing its item.
@@ -140,6 +144,10 @@ class OperationalLimits:
                 "dispatch window < lost-message timeout "
                 "(a message waiting its turn in the window is not taken as lost)",
                 self.dispatch_window_seconds < self.lost_message_seconds,
+            ),
+            (
+                "one-shot publish window <= dispatch window",
+                self.publish_window_seconds <= self.dispatch_window_seconds,
             ),
             (
                 "idle lost-message timeout < lost-message timeout",

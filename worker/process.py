@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from qocr.models.base import utcnow
 from qocr.models.document_pages import ExpansionResult
 from qocr.models.records import AttemptRecord, ClaimedItem, ResultRecord
+from qocr.models.result_cache import reusable
 from qocr.models.states import AttemptOutcome
 from qocr.qwen.errors import ImageError, QwenError, RateLimitError
 from qocr.qwen.images import PreparedImage, prepare_image
@@ -30,7 +31,7 @@ from qocr.qwen.result import OCRResult, Usage
 from qocr.qwen.retry import retry_policy
 from qocr.worker import metrics
 from qocr.worker.breaker import CallOutcome
-from qocr.worker.cache import Verdict
+from qocr.worker.cache import Lookup, Verdict
 from qocr.worker.estimates import TokenEstimator
 from qocr.worker.fetch import FetchError
 from qocr.worker.limits import LIMITS
@@ -148,7 +149,7 @@ class ItemProcessor:
         with self.rt.cache.before_call(item, sha256, plan.cache, plan.fingerprint) as lookup:
             if lookup.verdict is not Verdict.CALL:
                 return Outcome(lookup.verdict.value)
-            return self._call_and_persist(item, plan, image, lookup.image_key, current)
+            return self._call_and_persist(item, plan, image, lookup, current)
 
     def _load_image(self, item: ClaimedItem, plan: BatchPlan) -> tuple[PreparedImage, str | None]:
         raw = self.rt.fetcher.fetch(item.source, plan.s3_mode)
@@ -161,7 +162,7 @@ class ItemProcessor:
         item: ClaimedItem,
         plan: BatchPlan,
         image: PreparedImage,
-        sha256: str | None,
+        lookup: Lookup,
         current: _Try,
     ) -> Outcome:
         estimate = self._estimates.estimate(plan.options, image.info).total
@@ -230,7 +231,7 @@ class ItemProcessor:
         except QwenError as error:
             return self._handle_error(item, plan, error, item.attempts + calls, current)
 
-        record = result_record(result, latency_ms, sha256, plan.fingerprint)
+        record = result_record(result, latency_ms, lookup.image_key, plan.fingerprint)
         attempt = AttemptRecord(
             started_at=current.started,
             ended_at=utcnow(),
@@ -243,6 +244,8 @@ class ItemProcessor:
         # The paid answer is saved before any bookkeeping that could fail (Redis away).
         outcome = self._save(item, attempt, record)
         current.settled = True
+        # Copies of this image waiting on the cache will find this result: tell them.
+        lookup.saved = outcome is Outcome.SUCCEEDED and reusable(record.finish_reason)
         usage = result.usage
         if usage is not None:
             metrics.record_tokens(model, usage.input_tokens, usage.output_tokens)

@@ -49,14 +49,20 @@ def celery_publisher(app: Celery) -> Publish:
     return publish
 
 
-def make_dispatcher(app: Celery, settings: Settings, store: Store) -> Dispatcher:
-    """The dispatcher over ``store`` that publishes through ``app`` (epoch in the broker)."""
+def make_dispatcher(
+    app: Celery,
+    settings: Settings,
+    store: Store,
+    window_seconds: float = LIMITS.dispatch_window_seconds,
+) -> Dispatcher:
+    """The dispatcher over ``store`` that publishes through ``app`` (epoch in the broker),
+    keeping ``window_seconds`` of API capacity in the broker."""
     rpm = settings.rpm or model_spec(settings.model).rpm
     broker = redis.Redis.from_url(settings.broker_url)
     return Dispatcher(
         store,
         celery_publisher(app),
-        window=window_for(rpm, LIMITS.dispatch_window_seconds),
+        window=window_for(rpm, window_seconds),
         lost_after=timedelta(seconds=LIMITS.lost_message_seconds),
         redis_client=broker,
         # One lease renewal round, and a second to spare for a worker's first try after.
@@ -81,9 +87,10 @@ def shard_publisher(app: Celery) -> PublishShard:
 
 
 def publish_now(app: Celery, settings: Settings, store: Store) -> int | None:
-    """Top the broker up now, under the fleet's lock; None when a running dispatcher holds
+    """Top the broker up now, under the fleet's lock, with the first seconds of capacity
+    (the dispatcher of any worker tops up the rest); None when a running dispatcher holds
     the lock (it publishes within a second)."""
-    dispatcher = make_dispatcher(app, settings, store)
+    dispatcher = make_dispatcher(app, settings, store, LIMITS.publish_window_seconds)
     client = dispatcher.redis
     assert client is not None  # make_dispatcher always gives it the broker's Redis
     try:

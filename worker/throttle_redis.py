@@ -92,7 +92,11 @@ local token_interval = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[3])
 local max_wait = tonumber(ARGV[4])
 local current = current_factor()
-local start = math.max(now + $LEAD, pause, rtat, ttat)
+local lead = 0
+if math.max(pause, rtat, ttat) > now then
+  lead = math.min($LEAD, request_interval / current)
+end
+local start = math.max(now + lead, pause, rtat, ttat)
 local wait = start - now
 if wait > max_wait then
   return {0, fmt(wait), fmt(0), fmt(current), 0}

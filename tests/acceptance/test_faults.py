@@ -33,6 +33,7 @@ def assert_clean(
 ) -> None:
     assert report.lost == 0, report
     assert report.duplicate_results == 0, report
+    assert report.tallies_off == 0, report
     assert report.paid_twice <= paid_twice_at_most, report
     # Every request the provider saw is an attempt row. A fault that strikes in the instant
     # between counting a call and sending it (a kill, Redis gone for the throttle) leaves a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -121,3 +122,43 @@ def test_old_failures_leave_the_window(kv: KeyValue, clock: Clock) -> None:
     clock.now += 60
     breaker.record(MODEL, CallOutcome.FAILED)
     assert not breaker.is_open(MODEL)
+
+
+class CountingKeyValue:
+    """A KeyValue that counts the operations that reach it (each one a Redis round trip)."""
+
+    def __init__(self, inner: KeyValue) -> None:
+        self.inner = inner
+        self.operations = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.operations += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_healthy_calls_cost_no_round_trips_once_closed_was_read(kv: KeyValue, clock: Clock) -> None:
+    counting = CountingKeyValue(kv)
+    breaker = CircuitBreaker(counting, clock)
+    assert breaker.before_call(MODEL) == 0.0  # reads the circuit: one GET
+    read_once = counting.operations
+    for _ in range(20):
+        assert breaker.before_call(MODEL) == 0.0
+        breaker.record(MODEL, CallOutcome.OK)
+    # At most one flush of the successes counted here, not three round trips a call.
+    assert counting.operations - read_once <= 1
+
+
+def test_successes_counted_locally_weigh_against_failures(kv: KeyValue, clock: Clock) -> None:
+    breaker = CircuitBreaker(kv, clock)
+    for _ in range(MIN_CALLS * 2):
+        assert breaker.before_call(MODEL) == 0.0
+        breaker.record(MODEL, CallOutcome.OK)
+    _fail(breaker, MIN_CALLS)  # a third of the window's calls: not "mostly failing"
+    assert not breaker.is_open(MODEL)
+    _fail(breaker, MIN_CALLS * 2)  # now most of them
+    assert breaker.is_open(MODEL)

@@ -15,12 +15,15 @@ PRESIGNED = "https://b.s3.amazonaws.com/k.png?X-Amz-Signature=5ecret5ecret5ecret
 
 def test_a_failed_statement_does_not_print_its_parameters(database_url: str) -> None:
     engine = make_engine(database_url)
-    # An item of a batch that does not exist: the foreign key refuses it.
+    # A second item with the first one's id: the primary key refuses it (its message names
+    # the key only; a CHECK's would quote the whole row).
     insert = text(
-        "INSERT INTO items (batch_id, source, source_sha256, state, attempts,"
-        " created_at, updated_at) VALUES (:batch, :source, :digest, 'queued', 0,"
+        "INSERT INTO items (id, batch_id, source, source_sha256, state, attempts,"
+        " created_at, updated_at) VALUES (1, :batch, :source, :digest, 'queued', 0,"
         " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
     )
+    with engine.begin() as conn:
+        conn.execute(insert, {"batch": 424242, "source": "/a.png", "digest": "a" * 64})
     with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
         conn.execute(insert, {"batch": 424242, "source": PRESIGNED, "digest": "d" * 64})
     engine.dispose()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, text
 
-from qocr.models import BatchState
+from qocr.models import BatchState, Item
 from qocr.models.base import utcnow
 from qocr.models.records import AttemptRecord, BatchSpec, ResultRecord, SourceRow
 from qocr.models.states import AttemptOutcome
@@ -206,3 +207,70 @@ def test_a_lock_is_released_only_by_its_holder(redis_url: str) -> None:
     holder.release()
     assert other.acquire()
     client.close()
+
+
+def test_a_one_shot_publish_sends_only_the_first_seconds_of_capacity(
+    database_url: str, engine: Engine, redis_url: str
+) -> None:
+    """`qocr submit`'s publish: 5 s of capacity (every worker's dispatcher tops up the rest
+    within a second), not the 2-minute window that cost a 1M-line submit 2.75 s."""
+    from qocr.settings import Settings
+    from qocr.worker.app import create_app
+    from qocr.worker.publish import publish_now
+    from qocr.worker.queues import QUEUE
+
+    store, _ = _store_with(engine, 300)
+    settings = Settings(
+        database_url=database_url, broker_url=redis_url, rpm=1200, DASHSCOPE_API_KEY=None
+    )
+    app = create_app(settings)
+    try:
+        assert publish_now(app, settings, store) == 100  # 1,200 a minute for 5 s
+    finally:
+        app.close()
+    assert store.in_flight_count() == 100
+    assert redis.Redis.from_url(redis_url).llen(QUEUE) == 100
+
+
+def test_a_pick_reads_the_queue_in_index_order_and_never_sorts_it(engine: Engine) -> None:
+    """A million queued items must cost a tick what ten do: no Sort in any pick's plan."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the plans checked are PostgreSQL's")
+    store = Store(engine)
+    older, _ = store.create_batch(SPEC, (SourceRow(f"/a/{i}.png") for i in range(3000)))
+    newer, _ = store.create_batch(SPEC, (SourceRow(f"/b/{i}.png") for i in range(3000)))
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE items"))
+    picks: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT items.id"):
+            picks.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        retries = store.pick_for_dispatch(10, retries_only=True)
+        fresh = store.pick_for_dispatch(10)
+        more = store.pick_for_dispatch(3000)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert retries == []
+    assert len(fresh) == 10 and len(more) == 3000
+    assert fresh == sorted(fresh)  # the older batch first, in id order
+    assert more[-10:] == sorted(more[-10:])
+    assert {batch_of(store, i) for i in fresh} == {older}
+    assert batch_of(store, more[-1]) == newer  # the older batch ran dry: the next one fills
+    assert picks
+    with engine.connect() as conn:
+        for statement, parameters in picks:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Sort" not in plan, plan
+
+
+def batch_of(store: Store, item_id: int) -> int:
+    with store.sessions() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        return item.batch_id

@@ -121,3 +121,54 @@ def test_0004_keeps_every_row_and_fills_the_source_digest(empty_database_url: st
     migrate.upgrade(engine)
     assert migrate.is_current(engine)
     engine.dispose()
+
+
+# A scheduled batch (one item made at submit, one page of it) and a batch of a plain submit.
+ROWS_AT_0010 = [
+    """INSERT INTO batches (id, name, api, model, options, source_options, state, total_items,
+                            schedule_name, scheduled_for, created_at, updated_at)
+       VALUES (1, 'nightly', 'compatible', 'm', '{}', '{}', 'running', 2, 'nightly',
+               CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP),
+              (2, 'adhoc', 'compatible', 'm', '{}', '{}', 'running', 1, NULL, NULL,
+               CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)""",
+    """INSERT INTO items (id, batch_id, source, source_sha256, state, attempts, created_at,
+                          updated_at, parent_item_id, page)
+       VALUES (1, 1, 's3://b/a.pdf', 'digest-a', 'expanded', 1, CURRENT_TIMESTAMP,
+               CURRENT_TIMESTAMP, NULL, NULL),
+              (2, 1, 's3://b/a.pdf#page=1', 'digest-page', 'queued', 0, CURRENT_TIMESTAMP,
+               CURRENT_TIMESTAMP, 1, 1),
+              (3, 2, 's3://b/a.pdf', 'digest-a', 'queued', 0, CURRENT_TIMESTAMP,
+               CURRENT_TIMESTAMP, NULL, NULL)""",
+]
+
+
+def test_0011_records_scheduled_items_and_gives_defaults_for_copy(
+    empty_database_url: str,
+) -> None:
+    engine = make_engine(empty_database_url)
+    migrate.upgrade(engine, "0010")
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0010:
+            conn.execute(text(statement))
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        recorded = conn.execute(text("SELECT * FROM schedule_sources")).all()
+        assert [tuple(row) for row in recorded] == [("nightly", "digest-a", 1)]
+        # What COPY leaves out comes from the server's defaults.
+        conn.execute(
+            text("INSERT INTO items (id, batch_id, source, source_sha256) VALUES (4, 2, 's', 'd')")
+        )
+        state, attempts, created = conn.execute(
+            text("SELECT state, attempts, created_at FROM items WHERE source = 's'")
+        ).one()
+        assert (state, attempts) == ("queued", 0) and created is not None
+        conn.execute(text("DELETE FROM items WHERE source = 's'"))
+
+    migrate.downgrade(engine, "0010")
+    assert "schedule_sources" not in inspect(engine).get_table_names()
+    assert [c["name"] for c in inspect(engine).get_unique_constraints("items")] == [
+        "uq_items_batch_id_source_sha256"
+    ]
+    migrate.upgrade(engine)
+    assert migrate.is_current(engine)
+    engine.dispose()

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from qocr.models.base import utcnow
+from qocr.models.entities import Item
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.store import Store
 from qocr.worker.queues import ITEM_TASK
@@ -41,6 +42,7 @@ def test_only_messages_the_worker_still_holds_keep_their_lease(engine: Engine) -
     leases = ReceivedLeases(store, timedelta(seconds=2), renewals_per_lease=2, held=held)
     for request in held.requests[:2]:
         leases.on_task_received(request=request)
+    assert leases.lease_received() == 2  # what the leasing thread does when woken
 
     held.requests.pop(1)  # the worker let go of the second message (acked after a failure)
     time.sleep(1.5)
@@ -55,3 +57,33 @@ def test_only_messages_the_worker_still_holds_keep_their_lease(engine: Engine) -
     later = utcnow() + timedelta(seconds=2)
     assert store.pick_for_dispatch(3, now=later) == [second]
     assert store.pick_for_dispatch(3, now=later) == []  # the third is still in the broker
+
+
+def test_a_received_message_is_leased_by_the_leasing_thread_at_once(engine: Engine) -> None:
+    store = Store(engine)
+    store.create_batch(SPEC, [SourceRow(f"/img/{i}.png") for i in range(2)])
+    first, second = store.pick_for_dispatch(2)
+    # Renewals a minute apart: only a receipt can lease the items within the test.
+    leases = ReceivedLeases(store, timedelta(seconds=60), renewals_per_lease=1, held=Held())
+    leases.start()
+    try:
+        leases.on_task_received(request=Request([first]))
+        leases.on_task_received(request=Request([second]))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _leased(engine, [first, second]) < 2:
+            time.sleep(0.02)
+        assert _leased(engine, [first, second]) == 2
+    finally:
+        leases.stop()
+
+
+def _leased(engine: Engine, item_ids: list[int]) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                select(func.count())
+                .select_from(Item)
+                .where(Item.id.in_(item_ids), Item.lease_until.is_not(None))
+            )
+            or 0
+        )

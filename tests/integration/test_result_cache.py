@@ -24,6 +24,7 @@ from qocr.models.batch_documents import batch_document
 from qocr.models.documents import item_json
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.reports import Reports
+from qocr.models.result_cache import ResultCacheQueries
 from qocr.models.states import AttemptOutcome
 from qocr.models.store import Store
 from qocr.pricing import price_table
@@ -32,7 +33,7 @@ from qocr.qwen.options import RecognizeOptions
 from qocr.scheduler.cache_policy import CachePolicy
 from qocr.settings import load_settings
 from qocr.worker.breaker import MemoryKeyValue, RedisKeyValue
-from qocr.worker.cache import IN_FLIGHT_PREFIX, RECHECK_SECONDS
+from qocr.worker.cache import IN_FLIGHT_PREFIX, RECHECK_SECONDS, SAVED, SAVED_MARK_SECONDS
 from qocr.worker.process import ItemProcessor, Outcome
 from qocr.worker.runtime import Runtime
 from qocr.worker.throttle import MemoryBackend
@@ -260,7 +261,47 @@ def test_copies_racing_in_one_batch_pay_once(setup: Setup, redis_url: str, kv: s
     assert setup.provider.calls == 1
     assert setup.result(copy_id).cached_from == holder_id
     if kv == "redis":
-        assert redis.Redis.from_url(redis_url).keys(f"{IN_FLIGHT_PREFIX}*") == []
+        # The marker says "saved" for a minute: a copy that missed the result just before
+        # it was saved looks again instead of paying.
+        client = redis.Redis.from_url(redis_url)
+        [marker] = client.keys(f"{IN_FLIGHT_PREFIX}*")
+        assert client.get(marker) == SAVED.encode()
+        assert 0 < client.pttl(marker) <= SAVED_MARK_SECONDS * 1000
+
+
+def test_a_copy_that_looked_just_before_the_save_does_not_pay_again(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder_id, copy_id = setup.batch(setup.files("twins", [7, 7]))
+    assert setup.worker.process(holder_id) == Outcome.SUCCEEDED
+    # The copy's first lookup ran just before the holder's result was saved (it missed);
+    # its try for the marker comes after the holder let go of it.
+    real_find = ResultCacheQueries.find_paid
+    finds: list[str] = []
+
+    def find_paid(self: ResultCacheQueries, *args: Any, **kwargs: Any) -> Any:
+        finds.append("find")
+        return None if len(finds) == 1 else real_find(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultCacheQueries, "find_paid", find_paid)
+    assert setup.worker.process(copy_id) == Outcome.SUCCEEDED
+    assert finds == ["find", "find"]
+    assert setup.provider.calls == 1
+    assert setup.result(copy_id).cached_from == holder_id
+
+
+def test_a_miss_costs_one_lookup(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find = ResultCacheQueries.find_paid
+    finds: list[str] = []
+
+    def find_paid(self: ResultCacheQueries, *args: Any, **kwargs: Any) -> Any:
+        finds.append("find")
+        return real_find(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultCacheQueries, "find_paid", find_paid)
+    assert setup.run(setup.batch(setup.files("alone", [11]))) == [Outcome.SUCCEEDED]
+    assert finds == ["find"]
+    assert setup.provider.calls == 1
 
 
 def test_a_holder_that_fails_lets_the_next_copy_call(setup: Setup) -> None:

@@ -22,6 +22,7 @@ from qocr.models.base import utcnow
 from qocr.models.entities import Batch, Item
 from qocr.models.records import AttemptRecord, ResultRecord, SourceRow
 from qocr.models.schedule_run import RunOutcome, ScheduleRun
+from qocr.models.schedule_sources import ScheduleSource
 from qocr.models.states import AttemptOutcome, BatchState, ItemState
 from qocr.models.store import Store
 from qocr.s3 import make_s3_client
@@ -201,6 +202,74 @@ def test_queued_items_count_as_done_but_failed_ones_are_tried_again(
     finish_items(engine, first.batch_id or 0, ItemState.FAILED)
     retried = run_nightly(runner, schedule, SLOT + timedelta(days=2))
     assert (retried.outcome, retried.new_items) == (RunOutcome.BATCH_CREATED, 2)
+
+
+def finish_item(engine: Engine, batch_id: int, source: str, state: ItemState) -> None:
+    """Take one queued item of the batch, by source, through a worker's claim to ``state``."""
+    store = Store(engine)
+    with store.sessions() as session:
+        item_id = session.scalar(
+            select(Item.id).where(Item.batch_id == batch_id, Item.source == source)
+        )
+    assert item_id is not None
+    now = utcnow()
+    claimed = store.claim(item_id, uuid.uuid4().hex, now + timedelta(minutes=1))
+    assert claimed is not None
+    if state is ItemState.SUCCEEDED:
+        attempt = AttemptRecord(started_at=now, ended_at=now, outcome=AttemptOutcome.SUCCEEDED)
+        assert store.succeed(claimed, attempt, ResultRecord(text="ok"))
+    else:
+        assert store.fail(claimed, "image_invalid", "not an image")
+
+
+def recorded_sources(engine: Engine) -> list[tuple[str, str, int]]:
+    """The only_new registry: (schedule, source, batch) of every row, by item id."""
+    with Store(engine).sessions() as session:
+        rows = session.execute(
+            select(ScheduleSource.schedule_name, Item.source, Item.batch_id)
+            .join(Item, Item.id == ScheduleSource.item_id)
+            .where(Item.source_sha256 == ScheduleSource.source_sha256)
+            .order_by(Item.id)
+        )
+        return [(name, source, batch_id) for name, source, batch_id in rows]
+
+
+def test_a_failed_source_is_submitted_again_and_a_succeeded_one_is_skipped(
+    engine: Engine, settings: Settings, s3: Any, s3_bucket: str
+) -> None:
+    for name in "ab":
+        put(s3, s3_bucket, f"scans/{name}.png")
+    a, b = (f"s3://{s3_bucket}/scans/{name}.png" for name in "ab")
+    schedule = book_of(s3_bucket).get("nightly")
+    runner, _ = runner_for(engine, settings)
+    first = run_nightly(runner, schedule, SLOT)
+    assert first.batch_id is not None and first.new_items == 2
+    finish_item(engine, first.batch_id, a, ItemState.SUCCEEDED)
+    finish_item(engine, first.batch_id, b, ItemState.FAILED)
+
+    second = run_nightly(runner, schedule, SLOT + timedelta(days=1))
+    assert (second.outcome, second.new_items) == (RunOutcome.BATCH_CREATED, 1)
+    assert second.batch_id is not None
+    assert set(items_of(engine, second.batch_id)) == {b}
+    # Each item made for a source is in the registry: b's failed one and its new one.
+    assert recorded_sources(engine) == [
+        ("nightly", a, first.batch_id),
+        ("nightly", b, first.batch_id),
+        ("nightly", b, second.batch_id),
+    ]
+    # b's new item is queued: it counts as done, and so does a.
+    third = run_nightly(runner, schedule, SLOT + timedelta(days=2))
+    assert third.outcome is RunOutcome.NOTHING_NEW
+
+
+def test_runs_without_only_new_record_no_sources(
+    engine: Engine, settings: Settings, s3: Any, s3_bucket: str
+) -> None:
+    put(s3, s3_bucket, "scans/a.png")
+    schedule = book_of(s3_bucket, only_new="false").get("nightly")
+    runner, _ = runner_for(engine, settings)
+    assert run_nightly(runner, schedule, SLOT).new_items == 1
+    assert recorded_sources(engine) == []
 
 
 def test_only_new_false_takes_every_object_each_run(

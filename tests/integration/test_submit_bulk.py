@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select
 
 from qocr.models import Batch, Item, ItemState
 from qocr.models.entities import source_digest
@@ -123,6 +123,61 @@ def test_duplicates_across_the_stream_are_kept_once_in_first_seen_order(engine: 
     assert count == MANY
     assert [source for source, _, _ in _stored(store, batch_id)] == unique
     _counts_agree(store, batch_id, MANY)
+
+
+def _ids_and_fingerprints(store: Store, batch_id: int) -> dict[str, tuple[int, str | None]]:
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Item.source, Item.id, Item.fingerprint).where(Item.batch_id == batch_id)
+        )
+        return {source: (item_id, fingerprint) for source, item_id, fingerprint in rows}
+
+
+def test_a_source_listed_again_at_the_far_end_keeps_its_first_listing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    store = Store(engine)
+    manifest = tmp_path / "manifest.txt"
+    first = "https://docs.example.com/first.png"
+    lines = [first, *(f"https://docs.example.com/{i}.png" for i in range(MANY)), first]
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batch_id, count = store.create_batch(SPEC, SourceExpander(_no_s3).expand([f"@{manifest}"]))
+    assert count == MANY + 1
+    stored = _ids_and_fingerprints(store, batch_id)
+    # Ids follow the manifest's order; the first listing is the batch's first item.
+    ids = [stored[line][0] for line in lines[:-1]]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) == len(stored)
+    assert stored[first][0] == ids[0]
+    _counts_agree(store, batch_id, MANY + 1)
+
+
+def test_the_first_listing_keeps_its_fingerprint(engine: Engine) -> None:
+    store = Store(engine)
+    rows = [SourceRow("/a.png", "etag-1"), SourceRow("/b.png"), SourceRow("/a.png", "etag-2")]
+    batch_id, count = store.create_batch(SPEC, rows)
+    assert count == 2
+    assert _stored(store, batch_id) == [
+        ("/a.png", source_digest("/a.png"), "etag-1"),
+        ("/b.png", source_digest("/b.png"), None),
+    ]
+
+
+def test_items_have_no_foreign_key_nor_unique_source_index(engine: Engine) -> None:
+    """Migration 0011: COPY pays no per-row trigger or random btree insert."""
+    inspector = inspect(engine)
+    assert inspector.get_foreign_keys("items") == []
+    assert inspector.get_unique_constraints("items") == []
+    unique = [index["name"] for index in inspector.get_indexes("items") if index["unique"]]
+    assert unique == ["ux_items_parent_page"]
+
+
+def test_a_batch_with_every_source_twice_counts_each_once(engine: Engine) -> None:
+    store = Store(engine)
+    sources = [f"/img/{i}.png" for i in range(100)]
+    batch_id, count = store.create_batch(SPEC, (SourceRow(s) for s in sources * 3))
+    assert count == 100
+    assert [source for source, _, _ in _stored(store, batch_id)] == sources
+    _counts_agree(store, batch_id, 100)
 
 
 def test_the_same_source_in_two_batches_is_an_item_of_each(engine: Engine) -> None:

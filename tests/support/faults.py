@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from qocr.models import Attempt, Item, ItemState, Result
+from qocr.models.states import TERMINAL_ITEM_STATES
+from qocr.models.tallies import TallyKind, read_tallies
 from tests.support.pipeline import Deployment
 
 
@@ -32,6 +34,9 @@ class FaultReport:
     attempt_rows: int  # attempts that sent a request
     provider_requests: int
     seconds_to_complete: float  # from the fault's end to the batch's last item finished
+    # Running totals (batch_tallies, what `qocr status` reads) that differ from a GROUP BY
+    # of the rows they count: must be 0.
+    tallies_off: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +79,7 @@ def measure(
             .join(Item, Item.id == Attempt.item_id)
             .where(Item.batch_id == batch_id, Attempt.called.is_(True))
         )
+        tallies_off = _tallies_off(session, batch_id)
     unfinished = sum(
         count
         for state, count in states.items()
@@ -100,4 +106,49 @@ def measure(
         attempt_rows=int(attempt_rows or 0),
         provider_requests=int(stats["requests"]),
         seconds_to_complete=round(max(0.0, finished_at - fault_ended_at), 1),
+        tallies_off=tallies_off,
     )
+
+
+def _tallies_off(session: Any, batch_id: int) -> int:
+    """How many of the batch's tallies (terminal states, finish reasons, tokens by model)
+    differ from counting its rows."""
+    tallies = read_tallies(session, [batch_id])[batch_id]
+    expected: dict[tuple[TallyKind, str], int] = {}
+    for state, count in session.execute(
+        select(Item.state, func.count())
+        .where(Item.batch_id == batch_id, Item.state.in_(TERMINAL_ITEM_STATES))
+        .group_by(Item.state)
+    ):
+        expected[(TallyKind.STATE, ItemState(state).value)] = int(count)
+    rows = session.execute(
+        select(
+            Result.finish_reason,
+            Result.model,
+            func.count(),
+            func.sum(Result.input_tokens),
+            func.sum(Result.output_tokens),
+            func.sum(Result.total_tokens),
+        )
+        .join(Item, Item.id == Result.item_id)
+        .where(Item.batch_id == batch_id)
+        .group_by(Result.finish_reason, Result.model)
+    )
+    for finish, model, count, input_tokens, output_tokens, total_tokens in rows:
+        for key, amount in (
+            ((TallyKind.FINISH, finish or ""), count),
+            ((TallyKind.INPUT_TOKENS, model or ""), input_tokens),
+            ((TallyKind.OUTPUT_TOKENS, model or ""), output_tokens),
+            ((TallyKind.TOTAL_TOKENS, model or ""), total_tokens),
+        ):
+            expected[key] = expected.get(key, 0) + int(amount or 0)
+    kinds = {kind for kind, _ in expected} | {
+        TallyKind.STATE,
+        TallyKind.FINISH,
+        TallyKind.INPUT_TOKENS,
+        TallyKind.OUTPUT_TOKENS,
+        TallyKind.TOTAL_TOKENS,
+    }
+    counted = {key: value for key, value in tallies.items() if key[0] in kinds and value}
+    wanted = {key: value for key, value in expected.items() if value}
+    return sum(1 for key in counted.keys() | wanted.keys() if counted.get(key) != wanted.get(key))

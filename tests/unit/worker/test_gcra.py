@@ -57,8 +57,18 @@ def test_current_factor_holds_then_climbs_additively(
 @pytest.mark.parametrize(
     ("state", "tokens", "max_wait", "grant", "request_tat", "token_tat"),
     [
-        # Idle: one lead ahead; the next request may start one (wider: a start) interval later.
-        (GcraState(), 100, 5.0, Grant(True, LEAD_SECONDS), NOW + LEAD_SECONDS + 0.75, 0.0),
+        # Idle: a budget with room grants at once; the next request may start one (wider: a
+        # start) interval later.
+        (GcraState(), 100, 5.0, Grant(True, 0.0), NOW + 0.75, 0.0),
+        # Busy, its next slot nearer than the lead: one lead ahead.
+        (
+            GcraState(request_tat=NOW + 0.01),
+            10,
+            5.0,
+            Grant(True, LEAD_SECONDS),
+            NOW + LEAD_SECONDS + 0.5,
+            NOW + LEAD_SECONDS + 0.1,
+        ),
         # A request arrival time in the future: wait for it.
         (GcraState(request_tat=NOW + 2), 10, 5.0, Grant(True, 2.0), NOW + 2.5, NOW + 2.1),
         # The token budget binds: wait for it, and push it by this call's tokens.
@@ -77,7 +87,15 @@ def test_current_factor_holds_then_climbs_additively(
             NOW + 3.0,
         ),
     ],
-    ids=["idle", "request due", "tokens due", "paused", "beyond max wait", "slowed down"],
+    ids=[
+        "idle",
+        "busy within the lead",
+        "request due",
+        "tokens due",
+        "paused",
+        "beyond max wait",
+        "slowed down",
+    ],
 )
 def test_reserve(
     state: GcraState,
@@ -105,7 +123,7 @@ def test_reserve(
 def test_a_fleet_starting_at_once_is_spread_wider_at_first() -> None:
     state = GcraState()
     slots = [reserve(state, NOW, REQUEST_INTERVAL, 0.0, 1, 20.0).slot for _ in range(100)]
-    assert slots[0] == pytest.approx(NOW + LEAD_SECONDS)
+    assert slots[0] == pytest.approx(NOW)
     gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
     assert gaps[0] == pytest.approx(REQUEST_INTERVAL * (1 + START_SLOWDOWN))
     # Narrowing to the limit's own spacing, which it keeps once the start is over.
@@ -277,3 +295,14 @@ def test_the_ring_reuses_its_buckets_and_forgets_old_ones() -> None:
     assert recent(state, NOW + 0.5, 1.0).calls == 0
     assert recent(state, NOW + 90.5, 1.0).calls == 1
     assert bucket_of(NOW + BUCKET_SECONDS / 2) == bucket_of(NOW)
+
+
+def test_the_lead_is_at_most_one_interval() -> None:
+    # A busy budget at a high rate (1 ms between calls): a 50 ms lead would hold each
+    # caller back 50 ms for nothing; one interval suffices.
+    state = GcraState(request_tat=NOW + 0.0001)
+    grant = reserve(state, NOW, 0.001, 0.0, 1, 5.0)
+    assert grant.wait == pytest.approx(0.001)
+    # A slow rate keeps the whole lead.
+    slow = GcraState(request_tat=NOW + 0.0001)
+    assert reserve(slow, NOW, 0.5, 0.0, 1, 5.0).wait == pytest.approx(LEAD_SECONDS)

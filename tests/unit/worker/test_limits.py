@@ -32,6 +32,7 @@ def test_every_relation_holds_for_the_values_in_force() -> None:
         ({"db_retry_cap_seconds": 900}, "database retry cap < visibility timeout"),
         ({"restore_scan_every": 90}, "restore interval x scan every < visibility timeout"),
         ({"lost_message_seconds": 60}, "dispatch window < lost-message timeout"),
+        ({"publish_window_seconds": 180}, "one-shot publish window <= dispatch window"),
         ({"lease_renewals_per_lease": 1}, "lease renewals per lease >= 2"),
     ],
 )
