@@ -28,14 +28,25 @@ lint: install
 	$(BIN)/lint-imports
 
 # pytest's exit 5 ("no tests ran": a selection that matched nothing) is not a failure.
+# Two pytest-xdist workers, one test file each at a time (a file's tests run in one process, in
+# order, sharing its module fixtures as before), the files in collection order: the long
+# acceptance files first, so the many short ones even out the end. Each worker has its own
+# Redis database, PostgreSQL databases and temp dir (tests/conftest.py). The acceptance tests
+# mostly wait on real workers and timeouts, so two workers halve the wall time on 2 cores.
+PYTEST_WORKERS ?= 2
 test: install lint
-	$(SERVICES) run -- $(BIN)/pytest -q -p no:cacheprovider || [ $$? -eq 5 ]
+	$(SERVICES) run -- $(BIN)/pytest -q -p no:cacheprovider \
+		-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder || [ $$? -eq 5 ]
 
 demo: install
 	bash scripts/demo.sh
 
-bench: install
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e ".[dev,local,bench]"
+	touch $@
+
+bench: $(BIN)/.bench-installed
 	$(SERVICES) run -- $(BIN)/python bench/run_all.py
 
-bench-quick: install
+bench-quick: $(BIN)/.bench-installed
 	$(SERVICES) run -- $(BIN)/python bench/run_all.py --quick

@@ -198,7 +198,7 @@ def start_py_spy(
 ) -> subprocess.Popen[bytes] | None:
     exe = shutil.which("py-spy") or str(Path(bl.PYTHON).parent / "py-spy")
     if not Path(exe).exists():
-        bl.log("py-spy is not installed: no profile (pip install py-spy into the venv)")
+        bl.log("py-spy is not installed: no profile (`make bench` installs it: the bench extra)")
         return None
     args = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds))]
     args += ["--rate", "200", "--gil", "--format", "raw", "--output", str(out)]

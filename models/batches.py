@@ -10,11 +10,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, exists, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, insert, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from qocr.models.base import utcnow
 from qocr.models.db import EngineBound, rows_changed
-from qocr.models.entities import Batch, Item
+from qocr.models.entities import Batch, Item, moved_on, waiting
 from qocr.models.new_items import insert_items
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.schedule_sources import record_sources
@@ -82,10 +83,7 @@ class BatchWrites(EngineBound):
     def batch_is_open(self, batch_id: int) -> bool:
         """True while the batch has a queued or running item."""
         with self.sessions() as session:
-            query = select(
-                exists().where(Item.batch_id == batch_id, Item.state.in_(OPEN_ITEM_STATES))
-            )
-            return bool(session.scalar(query))
+            return bool(session.scalar(select(_has_open_items(batch_id))))
 
     def counts_by_state(self, batch_id: int) -> dict[ItemState, int]:
         """Items by state, from the batch's tallies: a few rows, whatever the batch size."""
@@ -120,18 +118,13 @@ class BatchWrites(EngineBound):
 
     def complete_finished_batches(self) -> list[int]:
         """Mark running batches with no queued or running item left as completed."""
-        # IN (queued, running), not NOT IN (terminal states): two index lookups per batch
-        # on ix_items_batch_state_finished instead of a scan of its finished items.
-        open_items = (
-            select(Item.id)
-            .where(Item.batch_id == Batch.id, Item.state.in_(OPEN_ITEM_STATES))
-            .limit(1)
-        )
         now = utcnow()
         with self.engine.begin() as conn:
             done = list(
                 conn.scalars(
-                    select(Batch.id).where(Batch.state == BatchState.RUNNING, ~exists(open_items))
+                    select(Batch.id).where(
+                        Batch.state == BatchState.RUNNING, ~_has_open_items(Batch.id)
+                    )
                 )
             )
             if done:
@@ -179,11 +172,30 @@ class BatchWrites(EngineBound):
             return requeued
 
 
+def _has_open_items(
+    batch_id: int | ColumnElement[int] | InstrumentedAttribute[int],
+) -> ColumnElement[bool]:
+    """Whether the batch has a queued or running item: IN (queued, running), not NOT IN
+    (terminal states), asked of the two indexes that hold them, so each is a lookup or
+    two, not a scan of the batch's finished items."""
+    return or_(
+        exists().where(Item.batch_id == batch_id, waiting()),
+        exists().where(Item.batch_id == batch_id, Item.state.in_(OPEN_ITEM_STATES), moved_on()),
+    )
+
+
 def _cancel_queued(conn: Connection, batch_id: int, now: datetime, code: str, message: str) -> int:
     code = cap(code, CODE_MAX_CHARS)
+    # waiting() or moved_on() is always true: it names the two indexes that hold a batch's
+    # queued items, for a BitmapOr of both. One statement, so an item that moves between
+    # the two meanwhile (dispatched, or given back by the reaper) is seen once, not missed.
     result = conn.execute(
         update(Item)
-        .where(Item.batch_id == batch_id, Item.state == ItemState.QUEUED)
+        .where(
+            Item.batch_id == batch_id,
+            Item.state == ItemState.QUEUED,
+            or_(waiting(), moved_on()),
+        )
         .values(
             state=ItemState.CANCELLED,
             last_error_code=code,

@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -29,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from qocr.models.base import Base, UTCDateTime, utcnow
+from qocr.models.base import Base, UTCDateTime, string_enum, utcnow
 from qocr.models.db import EngineBound, rows_changed
 from qocr.models.entities import Batch
 from qocr.models.schedule_sources import done_versions_query
@@ -60,14 +59,7 @@ class ScheduleRun(Base):
     # "beat" (the tick) or "manual" (`qocr schedule run`).
     triggered_by: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[RunOutcome] = mapped_column(
-        Enum(
-            RunOutcome,
-            name="schedule_run_outcome",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda members: [member.value for member in members],
-        ),
+        string_enum(RunOutcome, "schedule_run_outcome"),
         default=RunOutcome.RUNNING,
     )
     attempts: Mapped[int] = mapped_column(Integer, default=1)

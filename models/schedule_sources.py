@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Select, String, Text, insert, literal, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from qocr.models.base import Base
-from qocr.models.entities import BigId, Item, source_digest
+from qocr.models.entities import BigId, Item, source_digest, waiting
 from qocr.models.states import ItemState
 
 # Items that count as done for ``only_new``: finished well, or on their way.
@@ -34,12 +34,16 @@ class ScheduleSource(Base):
 
 
 def record_sources(conn: Connection, schedule_name: str, batch_id: int) -> None:
-    """Record every item of a new batch as made for ``schedule_name``."""
+    """Record every item of a new batch as made for ``schedule_name``.
+
+    In the transaction that made the batch: its items are all still waiting in the queue,
+    and ``waiting()`` reads them through the index that holds exactly those.
+    """
     conn.execute(
         insert(ScheduleSource).from_select(
             ["schedule_name", "source_sha256", "item_id"],
             select(literal(schedule_name, Text), Item.source_sha256, Item.id).where(
-                Item.batch_id == batch_id
+                Item.batch_id == batch_id, waiting()
             ),
         )
     )

@@ -21,8 +21,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from qocr.models.base import Base, UTCDateTime, utcnow
-from qocr.models.entities import BigId, _enum
+from qocr.models.base import Base, UTCDateTime, string_enum, utcnow
+from qocr.models.entities import BigId
 
 
 class ShardState(StrEnum):
@@ -45,7 +45,7 @@ class BatchShard(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     state: Mapped[ShardState] = mapped_column(
-        _enum(ShardState, "shard_state"), default=ShardState.PENDING
+        string_enum(ShardState, "shard_state"), default=ShardState.PENDING
     )
     # Lines in the uploaded file (None until the calls are counted) and its size.
     lines: Mapped[int | None] = mapped_column(Integer)

@@ -20,7 +20,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -37,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from qocr.models.base import Base, UTCDateTime, utcnow
+from qocr.models.base import Base, UTCDateTime, string_enum, utcnow
 from qocr.models.db import EngineBound, rows_changed
 from qocr.models.entities import Batch
 from qocr.models.states import BatchState
@@ -67,14 +66,7 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[DeliveryState] = mapped_column(
-        Enum(
-            DeliveryState,
-            name="webhook_delivery_state",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda members: [member.value for member in members],
-        ),
+        string_enum(DeliveryState, "webhook_delivery_state"),
         default=DeliveryState.PENDING,
     )
     # Counted when a sender claims the row, before the request leaves.

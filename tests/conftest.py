@@ -5,7 +5,10 @@ test` (scripts/services.py) sets them to private servers from the pgserver/redis
 where no system ones answer; unset, they are the system servers on 127.0.0.1:5432 and :6379.
 PostgreSQL: a database of our own name is created through the admin URL (superuser, no
 password) for the test session and dropped after it. Redis: the URL's database (13 by
-default), flushed around the tests that use it.
+default), flushed around the tests that use it. Under pytest-xdist each worker process has
+its own Redis database: the URL's number plus the worker's index (gw0: 13, gw1: 14, ...), so
+no two tests running at once share one; every PostgreSQL database and temp dir is already
+per process.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -20,11 +24,35 @@ from sqlalchemy import Engine, create_engine, text
 from qocr.migrations import migrate
 from qocr.models import Base
 from qocr.models.db import make_engine
+from qocr.redact import redact_url
 
 PG_ADMIN_URL = os.environ.get(
     "QOCR_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_TEST_URL = os.environ.get("QOCR_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Redis has databases 0-15 by default; the benchmarks (test_bench_smoke) use 10 and 11 of
+# the QOCR_BENCH_REDIS_URL server.
+REDIS_DATABASES = 16
+
+
+def _worker_redis_url(url: str, worker: str | None) -> str:
+    """``url`` for this pytest-xdist worker (``gwN``): its database number plus N."""
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or "0") + int(worker.removeprefix("gw"))
+    if database >= REDIS_DATABASES:
+        raise RuntimeError(
+            f"pytest-xdist worker {worker} would use Redis database {database} of"
+            f" {redact_url(url)}:"
+            " choose a lower database number in QOCR_TEST_REDIS_URL or fewer workers"
+        )
+    return parts._replace(path=f"/{database}").geturl()
+
+
+REDIS_TEST_URL = _worker_redis_url(
+    os.environ.get("QOCR_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
+    os.environ.get("PYTEST_XDIST_WORKER"),
+)
 
 
 def _pg_url(database: str) -> str:

@@ -8,7 +8,7 @@ for, and the URL its end is POSTed to. Submits that made no batch are kept in
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-01
+Create Date: 2026-11-30
 """
 
 from collections.abc import Sequence

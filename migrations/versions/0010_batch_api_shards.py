@@ -7,7 +7,7 @@ an item (at most one).
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-02
+Create Date: 2026-11-30
 """
 
 from collections.abc import Sequence

@@ -29,6 +29,7 @@ class Record:
             f.name: _plain(getattr(self, f.name))
             for f in fields(self)  # type: ignore[arg-type]
             if f.metadata.get("json", True)
+            and not (f.metadata.get("absent_when_none") and getattr(self, f.name) is None)
         }
 
 
@@ -207,6 +208,46 @@ class WebhookDelivery(Record):
 
 
 @dataclass(frozen=True)
+class RequestCounts(Record):
+    """A provider batch's requests, as the provider last said."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Shard(Record):
+    """One shard of a batch-mode batch: one uploaded file and its provider batch."""
+
+    id: int
+    state: str  # pending, submitted, collecting, done
+    provider_status: str | None  # the Batch API's status; None before the batch exists
+    provider_batch_id: str | None
+    lines: int | None  # None until its calls are counted
+    request_counts: RequestCounts
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Shard:
+        return cls(
+            id=doc["id"],
+            state=doc["state"],
+            provider_status=doc["provider_status"],
+            provider_batch_id=doc["provider_batch_id"],
+            lines=doc["lines"],
+            request_counts=RequestCounts(**doc["request_counts"]),
+            error=doc["error"],
+            created_at=_required_time(doc["created_at"]),
+            submitted_at=_time(doc["submitted_at"]),
+            finished_at=_time(doc["finished_at"]),
+        )
+
+
+@dataclass(frozen=True)
 class BatchStatus(Record):
     """One batch in full, as ``qocr status BATCH --json`` prints it."""
 
@@ -238,6 +279,8 @@ class BatchStatus(Record):
     saved: Saved
     notify_url: str | None
     webhooks: tuple[WebhookDelivery, ...]
+    # Batch mode only (the document has no "shards" key for a realtime batch).
+    shards: tuple[Shard, ...] | None = field(default=None, metadata={"absent_when_none": True})
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> BatchStatus:
@@ -271,6 +314,9 @@ class BatchStatus(Record):
             saved=Saved(**doc["saved"]),
             notify_url=doc["notify_url"],
             webhooks=tuple(WebhookDelivery.from_document(d) for d in doc["webhooks"]),
+            shards=None
+            if "shards" not in doc
+            else tuple(Shard.from_document(d) for d in doc["shards"]),
         )
 
 

@@ -1,4 +1,4 @@
-"""Acceptance fixtures: a fresh PostgreSQL database, Redis db 13 and an emulator per test."""
+"""Acceptance fixtures: a fresh PostgreSQL database, our Redis database and an emulator per test."""
 
 from __future__ import annotations
 

@@ -118,3 +118,38 @@ def test_status_latency_and_results_file(quick_run: Path) -> None:
     results = (quick_run / "RESULTS.md").read_text()
     assert "## Targets" in results
     assert "## 4. Recovery" in results
+
+
+def test_submit_copy_figures(tmp_path: Path) -> None:
+    """bench/submit_copy.py at a small size (not part of run_all: issue 20's own benchmark)."""
+    json_out = tmp_path / "submit_copy.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "submit_copy.py"),
+            "--lines",
+            "5000",
+            "--rounds",
+            "2",
+            "--redis-db",
+            "10",
+            "--json-out",
+            str(json_out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    document = load(tmp_path, "submit_copy")
+    assert len(document["copy_runs_s"]) == 3 and len(document["ratio_runs"]) == 2
+    assert document["submit_items"] == 5000
+    assert document["ratio_submit_to_copy"] in document["ratio_runs"]
+    assert document["submit_peak_rss_mib"] > 0
+    profile = document["profile"]
+    assert profile["items"] == profile["sources"] == 5000
+    # No line repeats: the submit must not have searched the batch for repeats.
+    assert profile["dedupe_in_create_batch"] is False
+    assert profile["dedupe_delete_alone_s"] > 0
+    assert profile["published_messages"] > 0

@@ -33,6 +33,9 @@ from tests.support.processes import QOCR, kill_hard, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 SCHEMA = Path(__file__).resolve().parents[2] / "samples" / "invoice-schema.json"
+# The killed-worker tests' lease: the shortest the settings allow (a live worker renews it
+# three times a lease), so the dead worker's items come back within seconds.
+LEASE_SECONDS = "5"
 
 
 def qocr(deployment: Deployment, *args: str) -> str:
@@ -149,7 +152,7 @@ def test_a_worker_killed_while_it_expands_a_50_page_pdf_leaves_exactly_50_result
 ) -> None:
     url, server = slow_pdf
     deployment = deploy()
-    env = {"QOCR_LEASE_SECONDS": "10", "QOCR_MAX_ATTEMPTS": "4"}
+    env = {"QOCR_LEASE_SECONDS": LEASE_SECONDS, "QOCR_MAX_ATTEMPTS": "4"}
     server.slow.set()
     batch_id = deployment.submit(url)
     [document_id] = [item_id for item_id, _ in _items(deployment, batch_id)]
@@ -183,7 +186,7 @@ def test_a_worker_killed_among_a_documents_pages_pays_again_only_for_those_in_fl
 ) -> None:
     deployment = deploy(latency_ms=(300, 600))
     pdf = write(tmp_path / "fifty.pdf", pdf_bytes(50, "fifty"))
-    env = {"QOCR_LEASE_SECONDS": "10", "QOCR_MAX_ATTEMPTS": "4"}
+    env = {"QOCR_LEASE_SECONDS": LEASE_SECONDS, "QOCR_MAX_ATTEMPTS": "4"}
     # Without the result cache: its in-flight markers would hold the dead worker's pages
     # back for their own TTL, which this test is not about.
     batch_id = deployment.submit(str(pdf), "--no-cache")

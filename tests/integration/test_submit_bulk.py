@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
-from qocr.models import Batch, Item, ItemState
+from qocr.models import Batch, Item, ItemState, new_items
 from qocr.models.entities import source_digest
 from qocr.models.new_items import SQLITE_CHUNK
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.store import Store
 from qocr.scheduler.sources import SourceError, SourceExpander
+from tests.support.sql_capture import statements_during
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -149,6 +150,70 @@ def test_a_source_listed_again_at_the_far_end_keeps_its_first_listing(
     assert ids == sorted(ids) and len(set(ids)) == len(ids) == len(stored)
     assert stored[first][0] == ids[0]
     _counts_agree(store, batch_id, MANY + 1)
+
+
+def _deletes_during(engine: Engine, work: Callable[[], object]) -> list[str]:
+    """The DELETE statements ``work`` sends through ``engine``."""
+    return [
+        statement
+        for statement, _ in statements_during(engine, work)
+        if statement.lstrip().upper().startswith("DELETE")
+    ]
+
+
+def test_the_batch_is_searched_for_repeats_only_when_a_source_came_twice(engine: Engine) -> None:
+    """The dedupe statement reads the whole batch (~1 s a million): not for distinct sources."""
+    store = Store(engine)
+    distinct = [f"/scan/{i}.png" for i in range(MANY)]
+    assert _deletes_during(engine, lambda: store.create_batch(SPEC, map(SourceRow, distinct))) == []
+    repeated = [*distinct[:50], distinct[7]]
+    deletes = _deletes_during(engine, lambda: store.create_batch(SPEC, map(SourceRow, repeated)))
+    assert len(deletes) == 1
+
+
+def test_past_the_watched_sources_the_database_finds_the_repeats(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(new_items, "WATCHED_SOURCES", 100)
+    store = Store(engine)
+    unique = [f"/scan/{i}.png" for i in range(300)]
+    # The repeats come after the watch stopped keeping digests: it cannot see them.
+    stream = [*unique, *unique[150:160], *unique[:5]]
+    batch_id, count = store.create_batch(SPEC, map(SourceRow, stream))
+    assert count == 300
+    assert [source for source, _, _ in _stored(store, batch_id)] == unique
+    _counts_agree(store, batch_id, 300)
+
+
+def test_a_maybe_without_a_repeat_deletes_nothing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a hash collision does: the database looks, finds no repeat, and keeps every item."""
+    monkeypatch.setattr(new_items, "WATCHED_SOURCES", 0)
+    store = Store(engine)
+    unique = [f"/scan/{i}.png" for i in range(MANY)]
+    made: list[tuple[int, int]] = []
+    deletes = _deletes_during(
+        engine, lambda: made.append(store.create_batch(SPEC, map(SourceRow, unique)))
+    )
+    assert len(deletes) == 1
+    [(batch_id, count)] = made
+    assert count == MANY
+    assert [source for source, _, _ in _stored(store, batch_id)] == unique
+    _counts_agree(store, batch_id, MANY)
+
+
+def test_the_repeat_watch_is_exact_below_its_limit_and_maybe_above() -> None:
+    watch = new_items.RepeatWatch(3)
+    for digest in map(source_digest, ["/a", "/b", "/c"]):
+        watch.see(digest)
+    assert not watch.maybe_repeated
+    watch.see(source_digest("/a"))
+    assert watch.maybe_repeated
+    full = new_items.RepeatWatch(2)
+    for digest in map(source_digest, ["/a", "/b", "/c"]):
+        full.see(digest)
+    assert full.maybe_repeated
 
 
 def test_the_first_listing_keeps_its_fingerprint(engine: Engine) -> None:

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from qocr.worker.gcra import HEADROOM, HOLD_SECONDS, LEAD_SECONDS, START_SECONDS, START_SLOWDOWN
+from qocr.worker.gcra import (
+    BUCKET_SECONDS,
+    HEADROOM,
+    HOLD_SECONDS,
+    LEAD_SECONDS,
+    START_SECONDS,
+    START_SLOWDOWN,
+)
 from qocr.worker.throttle import (
     LATE_TOLERANCE_SECONDS,
     Limits,
@@ -287,6 +294,9 @@ def test_fleet_rate_reports_the_calls_and_429s_of_the_last_minute(
 ) -> None:
     throttle = Throttle(backend, max_wait=100)
     limits = Limits(rpm=6000, tpm=600_000)
+    # The first slot is due at once: it is counted as soon as its bucket of slots is over, so
+    # start at a bucket's beginning, or the reservations below may straddle a bucket's end.
+    time.sleep(BUCKET_SECONDS - time.time() % BUCKET_SECONDS)
     slots = [throttle.reserve("m", limits, tokens=100) for _ in range(20)]  # ~0.2 s ahead
     for slot in slots[:2]:
         throttle.penalize("m", None, slot)

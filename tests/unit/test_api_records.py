@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from qocr.api.records import Batch, BatchStatus, ItemResult
-from qocr.models.batch_documents import delivery_json, line_json, summary_json
+from qocr.models.batch_documents import delivery_json, line_json, shard_json, summary_json
 from qocr.models.documents import item_json
 from qocr.models.report_records import (
     BatchInfo,
@@ -17,6 +17,8 @@ from qocr.models.report_records import (
     ResultInfo,
     Usage,
 )
+from qocr.models.shard_store import ShardInfo
+from qocr.models.shards import ShardState
 from qocr.models.states import BatchState, ItemState
 from qocr.models.webhooks import DeliveryInfo, DeliveryState
 from qocr.pricing import price_table
@@ -84,6 +86,39 @@ def test_a_batch_status_is_its_document() -> None:
     assert status.notify_url == "https://hooks.example.com/…"
     assert status.webhooks[0].url == "https://hooks.example.com/…"
     assert status.webhooks[0].next_attempt_at == NOW + timedelta(seconds=20)
+
+
+def test_a_batch_mode_status_carries_its_shards_and_a_realtime_one_has_none() -> None:
+    none = Usage(0, 0, 0, 0)
+    summary = BatchSummary(INFO, COUNTS, none, {}, finish_reasons={}, errors={})
+    document = summary_json(summary, price_table("intl"), None, NOW, SECRET)
+    document["webhooks"] = []
+    assert "shards" not in BatchStatus.from_document(document).to_dict()
+    shard = ShardInfo(
+        id=3,
+        state=ShardState.SUBMITTED,
+        provider_status="in_progress",
+        provider_batch_id="batch_0a1b",
+        lines=2,
+        total=2,
+        completed=1,
+        failed=0,
+        error_message=f"upload retried: key {SECRET} refused once",
+        created_at=NOW - timedelta(minutes=2),
+        submitted_at=NOW - timedelta(minutes=1),
+        finished_at=None,
+    )
+    document["shards"] = [shard_json(shard, SECRET)]
+
+    status = BatchStatus.from_document(document)
+
+    assert list(status.to_dict().items()) == list(document.items())
+    assert status.shards is not None
+    [read] = status.shards
+    assert (read.id, read.state, read.provider_status) == (3, "submitted", "in_progress")
+    assert read.request_counts.completed == 1 and read.lines == 2
+    assert read.submitted_at == NOW - timedelta(minutes=1) and read.finished_at is None
+    assert read.error is not None and SECRET not in read.error
 
 
 def test_a_batch_is_its_status_list_line_and_submit_says_whether_it_existed() -> None:
