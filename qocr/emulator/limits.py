@@ -1,7 +1,8 @@
 """Rate limits enforced as the service does: requests per second, requests and tokens per minute.
 
-Three sliding windows per model (Alibaba counts per account and model), all stamped with a
-request's arrival time:
+Three sliding windows per model (Alibaba counts per account and model), each stamped with
+the moment the server decides on the request (its body read; for tokens, its images
+loaded), so a window's times only grow and no window ever holds more than its capacity:
 
 * **requests per second**: at most RPM/60 requests in any one second, no burst beyond it
   (``Throttling.BurstRate``). For limits that are not multiples of 60 the window holds
@@ -9,7 +10,7 @@ request's arrival time:
   sustained rate is the per-minute figure;
 * **requests per minute**: at most RPM in any sixty seconds (``Throttling.RateQuota``);
 * **tokens per minute**: at most TPM tokens in any sixty seconds
-  (``Throttling.AllocationQuota``). A request reserves its input tokens when it arrives and
+  (``Throttling.AllocationQuota``). A request reserves its input tokens when it is read and
   adds its output tokens when it is answered; a failed request gives its reservation back. A
   request larger than the whole budget passes only when the window is empty.
 
@@ -125,7 +126,7 @@ class RateLimits:
         self._tokens: dict[str, SlidingWindow] = {}
 
     def admit_request(self, model: str, now: float) -> Throttled | None:
-        """Count a request that arrived at ``now``; the window that refuses it, if one does."""
+        """Count a request decided on at ``now``; the window that refuses it, if one does."""
         if self.rpm is None:
             return None
         windows = self._requests.get(model)

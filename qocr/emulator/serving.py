@@ -68,7 +68,6 @@ class Admitted:
     call: OcrCall
     plan: Plan
     admitted_at: float  # wall clock, for /_stats
-    arrived: float  # monotonic clock, for the rate windows
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,11 @@ class Computed:
 
 
 async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse:
-    arrived, arrived_wall = time.monotonic(), time.time()
     state = request.app[STATE]
     state.stats.request(adapter.api)
     request_id = state.ids.request_id()
     try:
-        admitted = await admit(request, state, adapter, arrived, arrived_wall)
+        admitted = await admit(request, state, adapter)
         fault = admitted.plan.fault
         if fault == "hang":
             return await hostile.hang(request, state)
@@ -95,7 +93,7 @@ async def serve(request: web.Request, adapter: ApiAdapter) -> web.StreamResponse
         if fault == "long_fields" and not admitted.call.stream:
             error, request_id = hostile.over_long_error(request_id)
             raise error
-        computed = await compute(state, admitted.call, request_id, admitted.arrived)
+        computed = await compute(state, admitted.call, request_id)
     except ApiError as error:
         state.stats.error(error.status, adapter.error_code(error))
         return adapter.error_response(error, request_id, sse=adapter.sse_errors(request))
@@ -120,12 +118,15 @@ async def admit(
     request: web.Request,
     state: EmulatorState,
     adapter: ApiAdapter,
-    arrived: float,
-    arrived_wall: float,
 ) -> Admitted:
     check_api_key(request, state.config.api_key)
     call = adapter.parse(await read_json(request), request)
-    throttled = state.limits.admit_request(call.model.name, arrived)
+    # A request counts in the windows when the server decides on it, its body read, so the
+    # windows' times only grow. Stamped at its arrival instead, a request whose body came
+    # slowly was counted into a second that later requests had filled, after the window had
+    # already let go of them: 11 admitted in one second at RPM 600, seen under load.
+    decided, decided_wall = time.monotonic(), time.time()
+    throttled = state.limits.admit_request(call.model.name, decided)
     if throttled is Throttled.BURST_RATE:
         raise errors.burst_rate_exceeded()
     if throttled is Throttled.RATE_QUOTA:
@@ -134,7 +135,7 @@ async def admit(
     plan = state.faults.plan()
     if plan.latency_s > 0:
         await asyncio.sleep(plan.latency_s)
-    return Admitted(call, plan, arrived_wall, arrived)
+    return Admitted(call, plan, decided_wall)
 
 
 def request_key(url: str) -> str:
@@ -168,9 +169,12 @@ async def read_json(request: web.Request) -> object:
         raise errors.invalid_body() from exc
 
 
-async def compute(state: EmulatorState, call: OcrCall, request_id: str, arrived: float) -> Computed:
+async def compute(state: EmulatorState, call: OcrCall, request_id: str) -> Computed:
     images = await load_images(state.images, call)
-    reservation = state.limits.reserve_tokens(call.model.name, arrived, input_tokens(call, images))
+    # Now, not the request's arrival: the images took a while to load (see admit).
+    reservation = state.limits.reserve_tokens(
+        call.model.name, time.monotonic(), input_tokens(call, images)
+    )
     if reservation is None:
         raise errors.token_rate_exceeded()
     try:

@@ -2,8 +2,8 @@
 
 Only API requests are counted (not ``/_stats`` itself). A success is a request answered in
 full with HTTP 200; throttled, failed, dropped and cut-short requests are not successes. The
-success times are the instants successful requests arrived (the instant the rate limits
-govern), in seconds since the epoch.
+success times are the instants successful requests were admitted (when the rate limits
+counted them, their bodies read), in seconds since the epoch.
 """
 
 from __future__ import annotations
