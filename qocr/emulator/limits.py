@@ -77,8 +77,8 @@ class SlidingWindow:
         return used == 0 or used + amount <= self.capacity
 
     def add(self, now: float, amount: int = 1) -> Admission:
-        """Count ``amount`` units at ``now`` (kept in time order: arrivals may be admitted a
-        little out of order)."""
+        """Count ``amount`` units at ``now``, kept in time order. The server passes times that
+        only grow (see the module docstring); an earlier time still lands in its place."""
         admission = Admission(now, amount)
         bisect.insort(self._entries, admission, key=lambda entry: entry.at)
         return admission
