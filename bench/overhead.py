@@ -10,7 +10,13 @@ With the emulator unlimited and answering at once, the pipeline's own cost is al
   drain);
 * **floor**: ``bench/floor_app.py``, a no-op Celery task on qocr's own Celery settings, same
   Redis, pool and concurrency; N messages published first on one producer, the task records
-  its completion time; same middle-80 % rate.
+  its completion time; same middle-80 % rate;
+* **call floor**: the same app's ``bench.call`` task, which makes the one Qwen-OCR call
+  every item needs (qocr's client, the same images, an emulator of its own) and nothing
+  else: the ceiling of any pipeline that calls the provider once per item, here.
+
+Each run also says what an item cost the machine: CPU ms per item of the worker,
+PostgreSQL, the emulator and Redis over the same middle 80 % (``cpu_roles.py``).
 
 Target (issue 20): qocr >= 0.5 of the floor. Then, to say what costs:
 
@@ -27,16 +33,20 @@ from __future__ import annotations
 
 import cProfile
 import io
+import json
 import pstats
 import shutil
 import statistics
 import subprocess
 import time
 from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+from cpu_roles import CpuRoles, per_item_ms
 from sqlalchemy import text
 
 SMALL_PAGE = (320, 120)
@@ -77,15 +87,40 @@ BOOTSTRAP = {
 }
 
 
-def middle_rate(times: list[float]) -> tuple[float, float]:
-    """Items per second over the middle 80 % of completion times, and that span."""
+@dataclass(frozen=True)
+class Window:
+    """The middle 80 % of a run's completion times: its rate, and what it cost the machine."""
+
+    start: float = 0.0
+    end: float = 0.0
+    items: int = 0
+
+    @property
+    def span(self) -> float:
+        return self.end - self.start
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.span if self.span > 0 else 0.0
+
+    def cpu_ms_per_item(self, cpu: CpuRoles) -> dict[str, float]:
+        """CPU ms per item by role (worker, postgres, emulator, redis; machine = all busy)."""
+        return per_item_ms(cpu.between(self.start, self.end), self.items)
+
+
+def middle_window(times: list[float]) -> Window:
+    """The span of the middle 80 % of completion times, and the items within it."""
     times = sorted(times)
     if len(times) < 10:
-        return 0.0, 0.0
+        return Window()
     low = int(len(times) * MIDDLE[0])
     high = int(len(times) * MIDDLE[1]) - 1
-    span = times[high] - times[low]
-    return ((high - low) / span if span > 0 else 0.0), span
+    return Window(start=times[low], end=times[high], items=high - low)
+
+
+def rate_ratio(system: dict[str, Any], baseline: dict[str, Any]) -> float:
+    base = float(baseline["items_per_second"])
+    return float(system["items_per_second"]) / base if base else 0.0
 
 
 def pg_counters(probe: bl.SqlProbe) -> dict[str, int]:
@@ -148,11 +183,12 @@ def run_qocr(
         if profile_s:
             spy = start_py_spy(worker.pid, profile_s, raw, subprocesses=pool == "prefork")
         started = time.time()
-        finished = bl.wait_until(
-            lambda: probe.scalar("SELECT count(*) FROM results") >= count,
-            timeout=120 + items / 5,
-            interval=0.5,
-        )
+        with CpuRoles(worker.pid) as cpu:
+            finished = bl.wait_until(
+                lambda: probe.scalar("SELECT count(*) FROM results") >= count,
+                timeout=120 + items / 5,
+                interval=0.5,
+            )
         wall = time.time() - started
         if spy is not None and profile_s is not None:
             spy.wait(profile_s + 60)
@@ -165,14 +201,15 @@ def run_qocr(
         ]
         states = deployment.count_by_state(batch_id)
         probe.close()
-        rate, span = middle_rate(times)
+        window = middle_window(times)
         figures: dict[str, Any] = {
             "items": count,
             "finished": finished,
             "states": states,
-            "items_per_second": round(rate, 2),
-            "middle_span_s": round(span, 2),
+            "items_per_second": round(window.rate, 2),
+            "middle_span_s": round(window.span, 2),
             "wall_s_worker_start_to_last": round(wall, 2),
+            "cpu_ms_per_item": window.cpu_ms_per_item(cpu),
             "pg_per_item": per_item(pg_delta, count),
             "redis_commands_per_item": per_item(redis_delta, count),
         }
@@ -274,13 +311,28 @@ def _tail(path: Path, lines: int = 10) -> str:
 # -- the floor -------------------------------------------------------------------------
 
 
-def run_floor(items: int, pool: str, concurrency: int, workdir: Path) -> dict[str, Any]:
+def run_floor(
+    items: int, pool: str, concurrency: int, workdir: Path, call: bool = False
+) -> dict[str, Any]:
+    """The no-op floor, or with ``call`` the call floor (floor_app.py), on a Redis of its own."""
     import redis
 
-    with bl.scratch_redis(bl.REDIS_DB_OTHER) as broker_url:
+    label = "call-floor" if call else "floor"
+    queue = "bench_call" if call else "bench_floor"
+    paths_file = workdir / "call-floor-paths.json"
+    with ExitStack() as stack:
+        broker_url = stack.enter_context(bl.scratch_redis(bl.REDIS_DB_OTHER))
         env = bl.child_env(BENCH_FLOOR_BROKER=broker_url, PYTHONPATH=str(bl.BENCH))
+        if call:
+            emu = stack.enter_context(bl.emulator(workdir / f"emulator-{label}.log"))
+            env.update(BENCH_CALL_BASE_URL=emu.base_url, BENCH_CALL_API_KEY=bl.API_KEY)
+            folder = bl.image_folder(items, SMALL_PAGE)
+            paths_file.write_text(json.dumps(sorted(str(p) for p in folder.glob("*.png"))))
+            code = f"import floor_app; floor_app.publish_calls({str(paths_file)!r})"
+        else:
+            code = f"import floor_app; floor_app.publish({items})"
         publish = subprocess.run(
-            [bl.PYTHON, "-c", f"import floor_app; floor_app.publish({items})"],
+            [bl.PYTHON, "-c", code],
             env=env,
             cwd=bl.BENCH,
             capture_output=True,
@@ -288,34 +340,36 @@ def run_floor(items: int, pool: str, concurrency: int, workdir: Path) -> dict[st
             timeout=300,
         )
         if publish.returncode != 0:
-            raise RuntimeError(f"floor publish failed: {publish.stderr[-2000:]}")
+            raise RuntimeError(f"{label} publish failed: {publish.stderr[-2000:]}")
         redis_before = bl.redis_command_calls(broker_url)
         args = [bl.PYTHON, "-m", "celery", "-A", "floor_app", "worker", "--pool", pool]
-        args += ["-c", str(concurrency), "-Q", "bench_floor", "--loglevel", "INFO"]
+        args += ["-c", str(concurrency), "-Q", queue, "--loglevel", "INFO"]
         args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         client = redis.Redis.from_url(broker_url)
-        process = bl.start_process(args, env, workdir / "floor-worker.log", cwd=bl.BENCH)
+        process = bl.start_process(args, env, workdir / f"{label}-worker.log", cwd=bl.BENCH)
         started = time.time()
         try:
-            finished = bl.wait_until(
-                lambda: int(client.llen("bench:floor:done")) >= items,
-                timeout=120 + items / 20,
-                interval=0.25,
-            )
+            with CpuRoles(process.pid) as cpu:
+                finished = bl.wait_until(
+                    lambda: int(client.llen("bench:floor:done")) >= items,
+                    timeout=120 + items / 20,
+                    interval=0.25,
+                )
             wall = time.time() - started
         finally:
             bl.stop_process(process, grace=20)
         redis_delta = bl.counter_delta(redis_before, bl.redis_command_calls(broker_url))
         times = [float(t) for t in client.lrange("bench:floor:done", 0, -1)]
         client.close()
-    rate, span = middle_rate(times)
+    window = middle_window(times)
     return {
         "items": items,
         "finished": finished,
         "completed": len(times),
-        "items_per_second": round(rate, 2),
-        "middle_span_s": round(span, 2),
+        "items_per_second": round(window.rate, 2),
+        "middle_span_s": round(window.span, 2),
         "wall_s_worker_start_to_last": round(wall, 2),
+        "cpu_ms_per_item": window.cpu_ms_per_item(cpu),
         "redis_commands_per_item": per_item(redis_delta, items),
     }
 
@@ -566,9 +620,11 @@ def main() -> None:
     workdir = bl.run_dir("overhead")
     floor = run_floor(items, args.pool, args.concurrency, workdir)
     bl.log(f"floor: {floor['items_per_second']} items/s")
+    call_floor = run_floor(items, args.pool, args.concurrency, workdir, call=True)
+    bl.log(f"call floor: {call_floor['items_per_second']} items/s")
     qocr = run_qocr(items, args.pool, args.concurrency, workdir, profile_s=None)
     bl.log(f"qocr: {qocr['items_per_second']} items/s")
-    ratio = qocr["items_per_second"] / floor["items_per_second"] if floor["items_per_second"] else 0
+    ratio = rate_ratio(qocr, floor)
     document: dict[str, Any] = {
         "bench": "overhead",
         "quick": args.quick,
@@ -582,10 +638,15 @@ def main() -> None:
             "rate": "middle 80 % of completion times",
         },
         "floor": floor,
+        "call_floor": call_floor,
         "qocr": qocr,
         "ratio": round(ratio, 4),
         "target": f"ratio >= {TARGET_RATIO}",
         "meets_target": ratio >= TARGET_RATIO,
+        # The most any pipeline that makes one call per item can reach here, and qocr's
+        # share of it: what is left to win, whatever the no-op floor says.
+        "call_floor_ratio": round(rate_ratio(call_floor, floor), 4),
+        "ratio_to_call_floor": round(rate_ratio(qocr, call_floor), 4),
         "workdir": str(workdir),
     }
     profile = args.profile == "yes" or (args.profile == "auto" and not args.quick)

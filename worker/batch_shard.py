@@ -13,6 +13,7 @@ input file, and counted calls are never counted twice.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 import threading
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from PIL import Image
 
 from qocr.errors import QocrError
 from qocr.models.base import utcnow
@@ -36,6 +39,7 @@ from qocr.qwen.batch_client import BatchClient
 from qocr.qwen.errors import QwenError
 from qocr.qwen.images import prepare_image
 from qocr.worker.process import later_seconds, result_record
+from qocr.worker.render import SNIFF_BYTES, DocumentKind, sniff_document
 from qocr.worker.runtime import BatchPlan, Runtime
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,12 @@ MISSING_CODES = {
 }
 
 BatchClientFactory = Callable[[], BatchClient]
+
+DOCUMENT_IN_BATCH_MODE = "document_in_batch_mode"
+DOCUMENT_IN_BATCH_MODE_MESSAGE = (
+    "batch mode sends single images and does not read documents as pages; "
+    "submit it without --mode batch"
+)
 
 
 @dataclass
@@ -187,6 +197,12 @@ class ShardWorker:
             raw = self.rt.fetcher.fetch(
                 item.source, plan.s3_mode, self.settings.batch_presign_seconds
             )
+            document = _document_named(raw) if isinstance(raw, bytes) else None
+            if document is not None:
+                # Realtime mode reads a document as its pages; a shard line carries one image
+                # (a multi-page TIFF sent whole would be read as its first page only).
+                message = f"{document}: {DOCUMENT_IN_BATCH_MODE_MESSAGE}"
+                return _Unreadable(DOCUMENT_IN_BATCH_MODE, message, retryable=False)
             image = prepare_image(raw)
         except QocrError as exc:
             return _Unreadable(exc.code, exc.message, bool(getattr(exc, "retryable", False)))
@@ -351,6 +367,22 @@ class _Unreadable:
     code: str
     message: str
     retryable: bool
+
+
+def _document_named(raw: bytes) -> str | None:
+    """What document ``raw`` is ("a PDF", "a 3-page TIFF"), or None for a single image."""
+    kind = sniff_document(raw[:SNIFF_BYTES])
+    if kind is DocumentKind.PDF:
+        return "a PDF"
+    if kind is DocumentKind.TIFF:
+        try:
+            with Image.open(io.BytesIO(raw)) as tiff:
+                frames = int(getattr(tiff, "n_frames", 1))
+        except Exception:
+            return None  # not readable as a TIFF: prepare_image says why
+        if frames > 1:
+            return f"a {frames}-page TIFF"
+    return None
 
 
 def _keep_lines(path: Path, item_ids: set[int]) -> None:

@@ -77,10 +77,23 @@ def test_overhead_figures(quick_run: Path) -> None:
     document = load(quick_run, "overhead")
     items = document["config"]["items"]
     assert document["floor"]["completed"] == items
+    assert document["call_floor"]["completed"] == items
     assert document["qocr"]["states"] == {"succeeded": items}
     assert document["floor"]["items_per_second"] > 0
+    assert document["call_floor"]["items_per_second"] > 0
     assert document["qocr"]["items_per_second"] > 0
     assert document["ratio"] > 0
+    assert document["call_floor_ratio"] > 0
+    assert document["ratio_to_call_floor"] > 0
+    # What an item cost the machine, by role: the worker always; the emulator wherever a
+    # call was made; the machine's busy time covers the worker's (the two are read a few
+    # milliseconds apart: a quick run's span is a fraction of a second).
+    for system in ("floor", "call_floor", "qocr"):
+        cpu = document[system]["cpu_ms_per_item"]
+        assert cpu["worker"] > 0, system
+        assert cpu["machine"] >= 0.8 * cpu["worker"], system
+    for system in ("call_floor", "qocr"):
+        assert document[system]["cpu_ms_per_item"]["emulator"] > 0, system
     today = document["census"]["today"]
     assert today["per_item"]["sql_statements"] > 0
     assert today["rows_written"]["results"] == today["items"] + 1  # and the warm-up item

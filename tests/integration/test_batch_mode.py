@@ -33,6 +33,7 @@ from qocr.scheduler.batch_mode import BatchModeTick, batch_client
 from qocr.settings import Settings, load_settings
 from qocr.worker.batch_shard import ShardWorker
 from qocr.worker.runtime import Runtime, memory_runtime
+from tests.support.documents import pdf_bytes, tiff_bytes
 from tests.support.images import write_pngs
 
 MODEL = "qwen-vl-ocr-latest"
@@ -170,6 +171,39 @@ def test_realtime_dispatch_never_picks_a_batch_mode_item(
     fleet = make_fleet()
     fleet.submit(_images(tmp_path, 3))
     assert fleet.store.pick_for_dispatch(100) == []
+
+
+def test_a_document_fails_with_a_clear_error_and_is_never_sent(
+    make_fleet: Callable[..., Fleet], engine: Engine, tmp_path: Path
+) -> None:
+    # Realtime mode reads a PDF or a multi-page TIFF as its pages; batch mode sends one
+    # image a line (a TIFF sent whole is read as its first page), so such an item ends at
+    # once with a code that says what to do, and no line is paid for it. A one-page TIFF
+    # is an image like any other.
+    fleet = make_fleet()
+    files = {"invoice.pdf": pdf_bytes(2), "scan.tif": tiff_bytes(3), "one.tif": tiff_bytes(1)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    sources = [str(tmp_path / name) for name in files]
+    batch_id = fleet.submit([*sources, *_images(tmp_path, 1)])
+    fleet.run_until(lambda: fleet.finished(batch_id))
+
+    counts = fleet.store.counts_by_state(batch_id)
+    assert (counts[ItemState.SUCCEEDED], counts[ItemState.FAILED]) == (2, 2)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Item.source, Item.last_error_code, Item.last_error_message, Item.attempts)
+            .where(Item.batch_id == batch_id, Item.state == ItemState.FAILED)
+            .order_by(Item.id)
+        ).all()
+    assert [(Path(r.source).name, r.last_error_code, r.attempts) for r in rows] == [
+        ("invoice.pdf", "document_in_batch_mode", 0),
+        ("scan.tif", "document_in_batch_mode", 0),
+    ]
+    assert rows[0].last_error_message.startswith("a PDF: ")
+    assert rows[1].last_error_message.startswith("a 3-page TIFF: ")
+    assert all("without --mode batch" in r.last_error_message for r in rows)
+    assert sum(shard.lines or 0 for shard in fleet.shards.shards_of(batch_id)) == 2
 
 
 def test_a_line_error_is_a_failed_attempt_and_the_item_goes_into_a_later_shard(
