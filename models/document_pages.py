@@ -5,7 +5,10 @@ its page count and calls :meth:`DocumentPages.expand`, which, in one transaction
 document from running (under that worker's lease) to ``expanded``, inserts one queued item
 per page, adds them to the batch's ``total_items`` and counts both in the tallies. A worker
 that dies before the commit leaves nothing behind (the reaper gives the document back and
-another worker expands it); one whose lease moved on changes nothing. UNIQUE
+another worker expands it); one whose lease moved on changes nothing. In a batch-mode batch
+the worker building a shard's file does the same for a document the shard holds
+(:meth:`DocumentPages.expand_in_shard`, guarded by the shard's lease): the document leaves
+the shard and its pages wait for the shards to come. UNIQUE
 (parent_item_id, page) and ``ON CONFLICT DO NOTHING`` keep one item per page even so.
 
 Pages are created due now (``not_before``): the dispatcher sends items with a due time
@@ -15,12 +18,12 @@ the worker's cache, instead of behind every document of the batch not expanded y
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -28,6 +31,7 @@ from qocr.models.base import utcnow
 from qocr.models.db import EngineBound
 from qocr.models.entities import Batch, Item, source_digest
 from qocr.models.records import ClaimedItem
+from qocr.models.shards import BatchShard, ShardItem
 from qocr.models.states import BatchState, ItemState, sources_of
 from qocr.models.tallies import TallyKind, add_tallies
 from qocr.models.text_caps import CODE_MAX_CHARS, cap
@@ -92,17 +96,33 @@ class DocumentPages(EngineBound):
 
     def expand(self, item: ClaimedItem, pages: Sequence[int]) -> ExpansionResult:
         """End the document ``item`` as expanded and queue one item per page, atomically."""
+        return self._expand(item, pages, _held_by_worker(item), in_shard=False)
+
+    def expand_in_shard(
+        self, item: ClaimedItem, shard_id: int, shard_token: str, pages: Sequence[int]
+    ) -> ExpansionResult:
+        """The same for a document queued in a batch-mode shard, held by the worker whose
+        shard lease ``shard_token`` is: the document leaves the shard, its pages are free
+        items for the shards to come. Another worker holding the shard: nothing changes."""
+        return self._expand(item, pages, _held_by_shard(item, shard_id, shard_token), in_shard=True)
+
+    def _expand(
+        self, item: ClaimedItem, pages: Sequence[int], held: _Guard, in_shard: bool
+    ) -> ExpansionResult:
         now = utcnow()
         with self.engine.begin() as conn:
             # The batch row first, as cancel and stop take it: a cancel that commits first
-            # is seen here; one that comes after waits, then cancels these pages too.
+            # is seen here; one that comes after waits, then cancels these pages too. Locked
+            # as the total's UPDATE below will lock it: two expansions that both held it
+            # shared while waiting to update it deadlocked (FOR NO KEY UPDATE, which still
+            # lets rows that refer to the batch be written meanwhile).
             state = conn.scalar(
-                select(Batch.state).where(Batch.id == item.batch_id).with_for_update(read=True)
+                select(Batch.state).where(Batch.id == item.batch_id).with_for_update(key_share=True)
             )
             if state != BatchState.RUNNING:
-                return _cancel(conn, item, state, now)
+                return _cancel(conn, item, held, state, now, in_shard)
             moved = conn.scalar(
-                _held(item, ItemState.EXPANDED)
+                held(ItemState.EXPANDED)
                 .values(
                     finished_at=now,
                     updated_at=now,
@@ -113,6 +133,8 @@ class DocumentPages(EngineBound):
             )
             if moved is None:
                 return ExpansionResult(Expansion.LEASE_LOST)
+            if in_shard:
+                _leave_shard(conn, item)
             added = _insert_pages(conn, item, pages, now)
             conn.execute(
                 update(Batch)
@@ -128,32 +150,80 @@ class DocumentPages(EngineBound):
             return ExpansionResult(Expansion.EXPANDED, added)
 
 
-def _held(item: ClaimedItem, target: ItemState) -> Any:
-    """The UPDATE that moves an item this worker holds to ``target`` (its lease ends)."""
-    return (
-        update(Item)
-        .where(
-            Item.id == item.item_id,
-            Item.state == ItemState.RUNNING,
-            Item.lease_token == item.lease_token,
-            Item.state.in_(sources_of(target)),
+# The UPDATE that moves the document to a state, only while this worker holds it.
+_Guard = Callable[[ItemState], Any]
+
+
+def _held_by_worker(item: ClaimedItem) -> _Guard:
+    """Running under this worker's lease (which ends with the move)."""
+
+    def held(target: ItemState) -> Any:
+        return (
+            update(Item)
+            .where(
+                Item.id == item.item_id,
+                Item.state == ItemState.RUNNING,
+                Item.lease_token == item.lease_token,
+                Item.state.in_(sources_of(target)),
+            )
+            .values(state=target, lease_token=None, lease_until=None, dispatched_at=None)
         )
-        .values(state=target, lease_token=None, lease_until=None, dispatched_at=None)
+
+    return held
+
+
+def _held_by_shard(item: ClaimedItem, shard_id: int, shard_token: str) -> _Guard:
+    """Queued in the shard this worker holds under ``shard_token``."""
+    in_shard = (
+        select(ShardItem.item_id)
+        .join(BatchShard, BatchShard.id == ShardItem.shard_id)
+        .where(
+            ShardItem.item_id == item.item_id,
+            ShardItem.shard_id == shard_id,
+            BatchShard.lease_token == shard_token,
+        )
+        .exists()
     )
+
+    def held(target: ItemState) -> Any:
+        return (
+            update(Item)
+            .where(
+                Item.id == item.item_id,
+                Item.state == ItemState.QUEUED,
+                Item.state.in_(sources_of(target)),
+                in_shard,
+            )
+            .values(state=target, dispatched_at=None)
+        )
+
+    return held
+
+
+def _leave_shard(conn: Connection, item: ClaimedItem) -> None:
+    """A document that ended in a shard leaves it (its file goes on without it)."""
+    conn.execute(delete(ShardItem).where(ShardItem.item_id == item.item_id))
 
 
 def _cancel(
-    conn: Connection, item: ClaimedItem, state: BatchState | None, now: Any
+    conn: Connection,
+    item: ClaimedItem,
+    held: _Guard,
+    state: BatchState | None,
+    now: Any,
+    in_shard: bool,
 ) -> ExpansionResult:
     message = f"the batch is {state.value if state else 'gone'}: its pages were not added"
     code = cap(CANCELLED_CODE, CODE_MAX_CHARS)
     moved = conn.scalar(
-        _held(item, ItemState.CANCELLED)
+        held(ItemState.CANCELLED)
         .values(finished_at=now, updated_at=now, last_error_code=code, last_error_message=message)
         .returning(Item.id)
     )
     if moved is None:
         return ExpansionResult(Expansion.LEASE_LOST)
+    if in_shard:
+        _leave_shard(conn, item)
     add_tallies(
         conn,
         item.batch_id,

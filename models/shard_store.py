@@ -71,6 +71,7 @@ class ShardItemRow:
     item_id: int
     source: str
     state: ItemState
+    fingerprint: str | None  # what a document's downloaded copy is kept under
 
 
 @dataclass(frozen=True)
@@ -292,14 +293,14 @@ class ShardStore(EngineBound):
     def items(self, shard_id: int) -> list[ShardItemRow]:
         """The items the shard holds, in id order (its lines' order)."""
         query = (
-            select(Item.id, Item.source, Item.state)
+            select(Item.id, Item.source, Item.state, Item.fingerprint)
             .join(ShardItem, ShardItem.item_id == Item.id)
             .where(ShardItem.shard_id == shard_id)
             .order_by(Item.id)
         )
         with self.engine.connect() as conn:
             return [
-                ShardItemRow(row.id, row.source, ItemState(row.state))
+                ShardItemRow(row.id, row.source, ItemState(row.state), row.fingerprint)
                 for row in conn.execute(query)
             ]
 

@@ -27,8 +27,16 @@ TERMINAL_ITEM_STATES = frozenset(
 ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
     # QUEUED -> SUCCEEDED: a paid result kept by a worker while the database was away,
     # saved after its lease had run out (models.transitions.save_kept_result).
+    # QUEUED -> EXPANDED: a document in a batch-mode shard, whose pages the worker building
+    # the shard's file added (models.document_pages.expand_in_shard).
     ItemState.QUEUED: frozenset(
-        {ItemState.RUNNING, ItemState.CANCELLED, ItemState.FAILED, ItemState.SUCCEEDED}
+        {
+            ItemState.RUNNING,
+            ItemState.CANCELLED,
+            ItemState.FAILED,
+            ItemState.SUCCEEDED,
+            ItemState.EXPANDED,
+        }
     ),
     # RUNNING -> QUEUED: a retry later, or a lease that expired under a dead worker.
     # RUNNING -> EXPANDED: a document whose worker read its page count and added its pages.

@@ -1,8 +1,10 @@
 """The story of one shard in a worker: build its file, upload it, start it; later, collect it.
 
 A shard comes here twice (:mod:`scheduler.batch_mode` sends it): when ``pending`` — read
-its items' images, write one JSONL line per item within the provider's limits, count the
-calls, upload the file, keep its id, make the provider batch from it — and when
+its items' images (a document's pages are added to the batch as a realtime worker adds
+them, for the shards to come; a page is rendered), write one JSONL line per item within the
+provider's limits, count the calls, upload the file, keep its id, make the provider batch
+from it — and when
 ``collecting`` — read the output and error files into the items
 (:mod:`models.shard_results`) and close it. Each step is held under the shard's lease and
 written before the next, so a worker killed anywhere leaves a shard the next worker takes
@@ -13,23 +15,21 @@ input file, and counted calls are never counted twice.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from PIL import Image
-
 from qocr.errors import QocrError
 from qocr.models.base import utcnow
-from qocr.models.records import AttemptRecord
+from qocr.models.document_pages import ExpansionResult
+from qocr.models.records import AttemptRecord, ClaimedItem
 from qocr.models.shard_results import LineVerdict, ShardResults
 from qocr.models.shard_store import ShardItemRow, ShardLease, ShardStore
 from qocr.models.shards import ShardState
@@ -38,8 +38,9 @@ from qocr.qwen.batch_api import LineOutcome, endpoint_for, parse_line, request_l
 from qocr.qwen.batch_client import BatchClient
 from qocr.qwen.errors import QwenError
 from qocr.qwen.images import prepare_image
+from qocr.worker.documents import Expand
 from qocr.worker.process import later_seconds, result_record
-from qocr.worker.render import SNIFF_BYTES, DocumentKind, sniff_document
+from qocr.worker.render import DocumentError
 from qocr.worker.runtime import BatchPlan, Runtime
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,9 @@ MISSING_CODES = {
 
 BatchClientFactory = Callable[[], BatchClient]
 
-DOCUMENT_IN_BATCH_MODE = "document_in_batch_mode"
-DOCUMENT_IN_BATCH_MODE_MESSAGE = (
-    "batch mode sends single images and does not read documents as pages; "
-    "submit it without --mode batch"
-)
+# A document found in a rebuilt file: its calls were counted as lines already (a file made
+# before documents were expanded in batch mode), so it cannot become pages now.
+NOT_EXPANDED = "document_not_expanded"
 
 
 @dataclass
@@ -141,7 +140,7 @@ class ShardWorker:
     def _write(self, lease: ShardLease, plan: BatchPlan, path: Path) -> bool:
         """Write the shard's file; False when nothing is left to send (the shard is closed)."""
         items = [item for item in self.shards.items(lease.id) if item.state == ItemState.QUEUED]
-        built = self._build(plan, items, path)
+        built = self._build(lease, plan, items, path)
         if lease.counted:
             self._settle_rebuild(lease, built)
             ids = built.ids
@@ -160,15 +159,19 @@ class ShardWorker:
             return False
         return True
 
-    def _build(self, plan: BatchPlan, items: list[ShardItemRow], path: Path) -> _Built:
+    def _build(
+        self, lease: ShardLease, plan: BatchPlan, items: list[ShardItemRow], path: Path
+    ) -> _Built:
         built = _Built()
         limits = (self.settings.batch_max_lines, self.settings.batch_max_bytes)
         with path.open("wb") as out, ThreadPoolExecutor(FETCH_THREADS) as pool:
             for start in range(0, len(items), FETCH_THREADS * 8):
                 chunk = items[start : start + FETCH_THREADS * 8]
                 for item, line in zip(
-                    chunk, pool.map(lambda i: self._line(plan, i), chunk), strict=True
+                    chunk, pool.map(lambda i: self._line(lease, plan, i), chunk), strict=True
                 ):
+                    if isinstance(line, ExpansionResult):
+                        continue  # a document: it left the shard, its pages wait for later ones
                     if isinstance(line, _Unreadable):
                         if line.retryable:
                             built.later.append(item.item_id)
@@ -192,21 +195,41 @@ class ShardWorker:
                         built.size_bytes += len(line)
         return built
 
-    def _line(self, plan: BatchPlan, item: ShardItemRow) -> bytes | _Unreadable:
+    def _line(
+        self, lease: ShardLease, plan: BatchPlan, item: ShardItemRow
+    ) -> bytes | _Unreadable | ExpansionResult:
+        """The item's request line; or, for a document, its pages added to the batch (as a
+        realtime worker adds them), the document leaving the shard."""
+        held = ClaimedItem(
+            item_id=item.item_id,
+            batch_id=lease.batch_id,
+            source=item.source,
+            fingerprint=item.fingerprint,
+            attempts=0,
+            lease_token=lease.token,
+        )
         try:
-            raw = self.rt.fetcher.fetch(
-                item.source, plan.s3_mode, self.settings.batch_presign_seconds
+            loaded = self.rt.documents.load(
+                held, plan.options, plan.documents, self._expander(lease)
             )
-            document = _document_named(raw) if isinstance(raw, bytes) else None
-            if document is not None:
-                # Realtime mode reads a document as its pages; a shard line carries one image
-                # (a multi-page TIFF sent whole would be read as its first page only).
-                message = f"{document}: {DOCUMENT_IN_BATCH_MODE_MESSAGE}"
-                return _Unreadable(DOCUMENT_IN_BATCH_MODE, message, retryable=False)
-            image = prepare_image(raw)
+            if isinstance(loaded, ExpansionResult):
+                return loaded
+            if loaded is not None:  # a page, or an image behind a document's name: inline
+                url = loaded.image.url
+            else:
+                raw = self.rt.fetcher.fetch(
+                    item.source, plan.s3_mode, self.settings.batch_presign_seconds
+                )
+                url = prepare_image(raw).url
         except QocrError as exc:
             return _Unreadable(exc.code, exc.message, bool(getattr(exc, "retryable", False)))
-        return request_line(str(item.item_id), image.url, plan.options)
+        return request_line(str(item.item_id), url, plan.options)
+
+    def _expander(self, lease: ShardLease) -> Expand:
+        if lease.counted:
+            return _not_expanded
+        pages = self.rt.documents.pages
+        return lambda item, numbers: pages.expand_in_shard(item, lease.id, lease.token, numbers)
 
     def _settle_rebuild(self, lease: ShardLease, built: _Built) -> None:
         """A rebuilt file (the first upload's answer was lost): its calls were counted, so
@@ -369,20 +392,12 @@ class _Unreadable:
     retryable: bool
 
 
-def _document_named(raw: bytes) -> str | None:
-    """What document ``raw`` is ("a PDF", "a 3-page TIFF"), or None for a single image."""
-    kind = sniff_document(raw[:SNIFF_BYTES])
-    if kind is DocumentKind.PDF:
-        return "a PDF"
-    if kind is DocumentKind.TIFF:
-        try:
-            with Image.open(io.BytesIO(raw)) as tiff:
-                frames = int(getattr(tiff, "n_frames", 1))
-        except Exception:
-            return None  # not readable as a TIFF: prepare_image says why
-        if frames > 1:
-            return f"a {frames}-page TIFF"
-    return None
+def _not_expanded(item: ClaimedItem, pages: Sequence[int]) -> ExpansionResult:
+    raise DocumentError(
+        f"a document of {len(pages)} pages in a shard whose lines were counted already; "
+        "it was not read as pages (qocr retry sends it again)",
+        code=NOT_EXPANDED,
+    )
 
 
 def _keep_lines(path: Path, item_ids: set[int]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +48,10 @@ from qocr.worker.render import (
 log = logging.getLogger(__name__)
 
 
+# Adds a document's pages as items and ends the document (one transaction).
+Expand = Callable[[ClaimedItem, Sequence[int]], ExpansionResult]
+
+
 class PageImage(NamedTuple):
     """A page (or an image found behind a document's name) ready to send, and its sha256."""
 
@@ -62,11 +67,18 @@ class DocumentRunner:
         self.files = files
 
     def load(
-        self, item: ClaimedItem, request: RecognizeOptions, options: DocumentOptions
+        self,
+        item: ClaimedItem,
+        request: RecognizeOptions,
+        options: DocumentOptions,
+        expand: Expand | None = None,
     ) -> PageImage | ExpansionResult | None:
         """The page ``item`` is, rendered for ``request``; the expansion of the document it
         is; or None for an image. Raises :class:`FetchError` (read it later, or never) or
-        :class:`DocumentError` (it cannot be read as pages)."""
+        :class:`DocumentError` (it cannot be read as pages).
+
+        ``expand`` adds a document's pages (default: :meth:`DocumentPages.expand`, for an
+        item running under this worker's lease; batch mode gives its shard's)."""
         if PAGE_MARK in item.source:
             ref = self.pages.page_of(item.item_id)
             if ref is not None:
@@ -82,9 +94,11 @@ class DocumentRunner:
             return None
         else:
             path = Path(item.source)
-        return self._expand(item, options, path)
+        return self._expand(item, options, path, expand or self.pages.expand)
 
-    def _expand(self, item: ClaimedItem, options: DocumentOptions, path: Path) -> ExpansionResult:
+    def _expand(
+        self, item: ClaimedItem, options: DocumentOptions, path: Path, expand: Expand
+    ) -> ExpansionResult:
         with open_document(path) as document:
             count = document.page_count
         pages = options.selected(count)
@@ -99,7 +113,7 @@ class DocumentRunner:
                 "(--max-pages)",
                 code="document_too_many_pages",
             )
-        result = self.pages.expand(item, pages)
+        result = expand(item, pages)
         if result.outcome is Expansion.EXPANDED:
             metrics.record_finished("expanded")
             log.info("item %s: document expanded into %d pages", item.item_id, result.pages_added)

@@ -1,5 +1,6 @@
 """Batch mode with real `qocr worker` processes: `qocr submit --mode batch` through the
-emulator's Batch API, with line errors, an expired shard and a worker killed mid-upload."""
+emulator's Batch API, with line errors, an expired shard and a worker killed mid-upload,
+and a PDF read as its pages."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from qocr.models import Attempt, Item, ItemState
 from qocr.models.shard_store import ShardStore
 from qocr.pricing import price_table
+from tests.support.documents import pdf_bytes
 from tests.support.images import write_pngs
 from tests.support.pipeline import MakeDeployment
 from tests.support.processes import QOCR, kill_hard, wait_until
@@ -109,3 +111,39 @@ def test_batch_mode_is_refused_where_the_batch_api_cannot_serve_it(
         )
         assert completed.returncode == 2, (args, completed.stdout, completed.stderr)
         assert said in completed.stderr, completed.stderr
+
+
+def test_a_pdf_in_batch_mode_is_read_as_its_pages_and_merged_back_by_document(
+    deploy: MakeDeployment, tmp_path: Path
+) -> None:
+    deployment = deploy(batch_lines_per_second=20)
+    deployment.extra_env.update(BATCH_ENV)
+    scans = tmp_path / "scans"
+    [image] = write_pngs(scans, 1)
+    pdf = scans / "invoice.pdf"
+    pdf.write_bytes(pdf_bytes(3))
+
+    with deployment.worker(name="only"):
+        batch_id = deployment.submit(str(pdf), str(image), "--mode", "batch")
+        assert deployment.wait_finished(batch_id, timeout=120), deployment.logs()[-4000:]
+
+    counts = deployment.counts(batch_id)
+    assert (counts[ItemState.SUCCEEDED], counts[ItemState.EXPANDED]) == (4, 1)
+    assert deployment.result_count(batch_id) == 4
+    # The document's pages were lines of the shards after the one that expanded it.
+    shards = ShardStore(deployment.store.engine).shards_of(batch_id)
+    assert sum(shard.lines or 0 for shard in shards) == 4
+    exported = subprocess.run(
+        [*QOCR, "results", str(batch_id), "--by", "document"],
+        env=deployment.env(),
+        cwd=deployment.tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    by_source = {Path(record["source"]).name: record for record in records}
+    assert set(by_source) == {"invoice.pdf", image.name}
+    assert by_source["invoice.pdf"]["state"] == "succeeded"
+    assert by_source["invoice.pdf"]["text"].count("\f") == 2  # three pages, in order

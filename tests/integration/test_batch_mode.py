@@ -33,7 +33,7 @@ from qocr.scheduler.batch_mode import BatchModeTick, batch_client
 from qocr.settings import Settings, load_settings
 from qocr.worker.batch_shard import ShardWorker
 from qocr.worker.runtime import Runtime, memory_runtime
-from tests.support.documents import pdf_bytes, tiff_bytes
+from tests.support.documents import encrypted_pdf_bytes, pdf_bytes, tiff_bytes
 from tests.support.images import write_pngs
 
 MODEL = "qwen-vl-ocr-latest"
@@ -173,37 +173,52 @@ def test_realtime_dispatch_never_picks_a_batch_mode_item(
     assert fleet.store.pick_for_dispatch(100) == []
 
 
-def test_a_document_fails_with_a_clear_error_and_is_never_sent(
+def test_documents_are_read_as_pages_as_in_realtime(
     make_fleet: Callable[..., Fleet], engine: Engine, tmp_path: Path
 ) -> None:
-    # Realtime mode reads a PDF or a multi-page TIFF as its pages; batch mode sends one
-    # image a line (a TIFF sent whole is read as its first page), so such an item ends at
-    # once with a code that says what to do, and no line is paid for it. A one-page TIFF
-    # is an image like any other.
-    fleet = make_fleet()
-    files = {"invoice.pdf": pdf_bytes(2), "scan.tif": tiff_bytes(3), "one.tif": tiff_bytes(1)}
+    # The worker building a shard's file expands each document it holds (the document ends
+    # `expanded` and leaves the shard); its pages are rendered into later shards' lines,
+    # one result each. A document that cannot be read fails with its code, unsent.
+    fleet = make_fleet(batch_max_lines=3)
+    files = {
+        "invoice.pdf": pdf_bytes(2),
+        "scan.tif": tiff_bytes(3),
+        "locked.pdf": encrypted_pdf_bytes(),
+    }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    sources = [str(tmp_path / name) for name in files]
-    batch_id = fleet.submit([*sources, *_images(tmp_path, 1)])
+    image = _images(tmp_path, 1)[0]
+    batch_id = fleet.submit([*(str(tmp_path / name) for name in files), image])
     fleet.run_until(lambda: fleet.finished(batch_id))
 
-    counts = fleet.store.counts_by_state(batch_id)
-    assert (counts[ItemState.SUCCEEDED], counts[ItemState.FAILED]) == (2, 2)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(Item.source, Item.last_error_code, Item.last_error_message, Item.attempts)
-            .where(Item.batch_id == batch_id, Item.state == ItemState.FAILED)
+            select(Item.source, Item.state, Item.page, Item.last_error_code, Result.text)
+            .outerjoin(Result, Result.item_id == Item.id)
+            .where(Item.batch_id == batch_id)
             .order_by(Item.id)
         ).all()
-    assert [(Path(r.source).name, r.last_error_code, r.attempts) for r in rows] == [
-        ("invoice.pdf", "document_in_batch_mode", 0),
-        ("scan.tif", "document_in_batch_mode", 0),
-    ]
-    assert rows[0].last_error_message.startswith("a PDF: ")
-    assert rows[1].last_error_message.startswith("a 3-page TIFF: ")
-    assert all("without --mode batch" in r.last_error_message for r in rows)
-    assert sum(shard.lines or 0 for shard in fleet.shards.shards_of(batch_id)) == 2
+        total = fleet.store.get_batch(batch_id)
+    found = {(Path(r.source).name, r.state, r.page, r.last_error_code) for r in rows}
+    assert found == {
+        ("invoice.pdf", ItemState.EXPANDED, None, None),
+        ("scan.tif", ItemState.EXPANDED, None, None),
+        ("locked.pdf", ItemState.FAILED, None, "document_encrypted"),
+        (Path(image).name, ItemState.SUCCEEDED, None, None),
+        ("invoice.pdf#page=1", ItemState.SUCCEEDED, 1, None),
+        ("invoice.pdf#page=2", ItemState.SUCCEEDED, 2, None),
+        ("scan.tif#page=1", ItemState.SUCCEEDED, 1, None),
+        ("scan.tif#page=2", ItemState.SUCCEEDED, 2, None),
+        ("scan.tif#page=3", ItemState.SUCCEEDED, 3, None),
+    }
+    assert all(r.text for r in rows if r.state == ItemState.SUCCEEDED)
+    assert total is not None and total.total_items == 9
+    # Only images and pages were ever lines: 6 of them, no document and nothing for the
+    # encrypted one; every line counted once.
+    assert sum(shard.lines or 0 for shard in fleet.shards.shards_of(batch_id)) == 6
+    attempts = _attempts(engine, batch_id)
+    assert sorted(len(outcomes) for outcomes in attempts.values()) == [1] * 6
+    assert fleet.store.counts_by_state(batch_id)[ItemState.QUEUED] == 0
 
 
 def test_a_line_error_is_a_failed_attempt_and_the_item_goes_into_a_later_shard(

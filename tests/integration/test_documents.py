@@ -4,7 +4,9 @@ document. Real SQL (SQLite and PostgreSQL), real PDFium, a scripted service."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -233,6 +235,31 @@ def test_an_expansion_happens_once_and_only_under_its_lease(setup: Make, tmp_pat
     assert pages.page_of(item_id) is None
     page_ids = store.pick_for_dispatch(10)
     assert {pages.page_of(page_id).page for page_id in page_ids} == {1, 2, 3}  # type: ignore[union-attr]
+
+
+def test_documents_of_one_batch_expand_at_once_without_deadlock(
+    setup: Make, tmp_path: Path
+) -> None:
+    # Each expansion reads the batch row, then adds its pages to the batch's total: two
+    # that both held a shared lock on the row while waiting to update it deadlocked (an
+    # invoice run is many PDFs, expanded by many threads at once).
+    documents = [str(write(tmp_path / f"doc-{n}.pdf", pdf_bytes(2))) for n in range(12)]
+    _, store, _, batch_id = setup(documents)
+    item_ids = store.pick_for_dispatch(20)
+    held = [store.claim(item_id, f"{item_id:032d}", utcnow()) for item_id in item_ids]
+    pages = DocumentPages(store.engine)
+    start = threading.Barrier(len(held))
+
+    def expand(item: ClaimedItem | None) -> Expansion:
+        assert item is not None
+        start.wait()
+        return pages.expand(item, [1, 2]).outcome
+
+    with ThreadPoolExecutor(len(held)) as pool:
+        outcomes = list(pool.map(expand, held))
+    assert outcomes == [Expansion.EXPANDED] * len(documents)
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch.total_items == len(documents) * 3
 
 
 def test_a_document_of_a_cancelled_batch_adds_no_page(setup: Make, tmp_path: Path) -> None:
