@@ -156,20 +156,8 @@ _Guard = Callable[[ItemState], Any]
 
 def _held_by_worker(item: ClaimedItem) -> _Guard:
     """Running under this worker's lease (which ends with the move)."""
-
-    def held(target: ItemState) -> Any:
-        return (
-            update(Item)
-            .where(
-                Item.id == item.item_id,
-                Item.state == ItemState.RUNNING,
-                Item.lease_token == item.lease_token,
-                Item.state.in_(sources_of(target)),
-            )
-            .values(state=target, lease_token=None, lease_until=None, dispatched_at=None)
-        )
-
-    return held
+    held = Item.lease_token == item.lease_token
+    return _guard(item, ItemState.RUNNING, held, lease_token=None, lease_until=None)
 
 
 def _held_by_shard(item: ClaimedItem, shard_id: int, shard_token: str) -> _Guard:
@@ -184,20 +172,25 @@ def _held_by_shard(item: ClaimedItem, shard_id: int, shard_token: str) -> _Guard
         )
         .exists()
     )
+    return _guard(item, ItemState.QUEUED, in_shard)
 
-    def held(target: ItemState) -> Any:
+
+def _guard(item: ClaimedItem, state: ItemState, held: Any, **released: Any) -> _Guard:
+    """Moves ``item`` from ``state`` while ``held`` is true, with ``released`` values."""
+
+    def move(target: ItemState) -> Any:
         return (
             update(Item)
             .where(
                 Item.id == item.item_id,
-                Item.state == ItemState.QUEUED,
+                Item.state == state,
                 Item.state.in_(sources_of(target)),
-                in_shard,
+                held,
             )
-            .values(state=target, dispatched_at=None)
+            .values(state=target, dispatched_at=None, **released)
         )
 
-    return held
+    return move
 
 
 def _leave_shard(conn: Connection, item: ClaimedItem) -> None:

@@ -73,16 +73,7 @@ def test_a_three_shard_batch_survives_line_errors_expiry_and_a_worker_killed_mid
     assert sum(1 for outcome, _ in outcomes if outcome == "succeeded") == 6
 
     # Status shows the shards, and the cost at half the realtime price.
-    shown = subprocess.run(
-        [*QOCR, "status", str(batch_id), "--json"],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert shown.returncode == 0, shown.stderr
-    document = json.loads(shown.stdout)
+    document = deployment.status(str(batch_id))
     assert document["mode"] == "batch"
     assert [shard["provider_status"] for shard in document["shards"]] == statuses
     usage = document["usage"]
@@ -133,16 +124,8 @@ def test_a_pdf_in_batch_mode_is_read_as_its_pages_and_merged_back_by_document(
     # The document's pages were lines of the shards after the one that expanded it.
     shards = ShardStore(deployment.store.engine).shards_of(batch_id)
     assert sum(shard.lines or 0 for shard in shards) == 4
-    exported = subprocess.run(
-        [*QOCR, "results", str(batch_id), "--by", "document"],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
-    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    exported = deployment.qocr("results", str(batch_id), "--by", "document")
+    records = [json.loads(line) for line in exported.splitlines()]
     by_source = {Path(record["source"]).name: record for record in records}
     assert set(by_source) == {"invoice.pdf", image.name}
     assert by_source["invoice.pdf"]["state"] == "succeeded"

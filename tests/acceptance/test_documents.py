@@ -8,7 +8,6 @@ import csv
 import http.server
 import io
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,26 +28,13 @@ from tests.support.documents import (
 )
 from tests.support.images import png_bytes
 from tests.support.pipeline import Deployment, MakeDeployment
-from tests.support.processes import QOCR, kill_hard, wait_until
+from tests.support.processes import kill_hard, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 SCHEMA = Path(__file__).resolve().parents[2] / "samples" / "invoice-schema.json"
 # The killed-worker tests' lease: the shortest the settings allow (a live worker renews it
 # three times a lease), so the dead worker's items come back within seconds.
 LEASE_SECONDS = "5"
-
-
-def qocr(deployment: Deployment, *args: str) -> str:
-    completed = subprocess.run(
-        [*QOCR, *args],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout
 
 
 def jsonl(text: str) -> list[dict[str, Any]]:
@@ -75,12 +61,12 @@ def test_a_folder_of_a_pdf_a_tiff_and_a_png_is_six_pages_and_three_documents(
     stats = deployment.emulator.stats()
     assert stats["requests"] == 6  # pages and images are called; documents are not
     assert sorted(stats["successes_per_image"].values()) == [1] * 6
-    status = json.loads(qocr(deployment, "status", str(batch_id), "--json"))
+    status = json.loads(deployment.qocr("status", str(batch_id), "--json"))
     assert status["documents"] == {"documents": 3, "pages": 6, "expanded": 2}
     assert status["counts"]["succeeded"] == 6 and status["counts"]["expanded"] == 2
 
-    items = {line["item_id"]: line for line in jsonl(qocr(deployment, "results", str(batch_id)))}
-    documents = jsonl(qocr(deployment, "results", str(batch_id), "--by", "document"))
+    items = {line["item_id"]: line for line in jsonl(deployment.qocr("results", str(batch_id)))}
+    documents = jsonl(deployment.qocr("results", str(batch_id), "--by", "document"))
     assert [d["source"] for d in documents] == [str(p.resolve()) for p in (pdf, tiff, png)]
     assert [d["page_count"] for d in documents] == [3, 2, 1]
     for document in documents:
@@ -99,13 +85,12 @@ def test_a_folder_of_a_pdf_a_tiff_and_a_png_is_six_pages_and_three_documents(
         assert usage["total_tokens"] == sum(page["usage"]["total_tokens"] for page in pages)
         assert document["cost_usd"] > 0
 
-    table = list(csv.DictReader(io.StringIO(qocr(
-        deployment, "results", str(batch_id), "--by", "document", "--format", "csv"
-    ))))  # fmt: skip
+    exported = deployment.qocr("results", str(batch_id), "--by", "document", "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(exported)))
     assert [row["page_count"] for row in table] == ["3", "2", "1"]
     assert {"number", "seller", "date", "total", "text"} <= set(table[0])
 
-    shown = json.loads(qocr(deployment, "show", str(documents[0]["document_id"]), "--json"))
+    shown = json.loads(deployment.qocr("show", str(documents[0]["document_id"]), "--json"))
     assert shown["state"] == "expanded"
     assert [page["page"] for page in shown["pages"]] == [1, 2, 3]
 
@@ -232,7 +217,7 @@ def test_bad_documents_fail_with_their_codes_beside_good_ones(
     counts = deployment.counts(batch_id)
     assert (counts[ItemState.SUCCEEDED], counts[ItemState.FAILED]) == (5, 3)
     assert deployment.emulator.stats()["requests"] == 5  # no page of a bad document called
-    documents = jsonl(qocr(deployment, "results", str(batch_id), "--by", "document"))
+    documents = jsonl(deployment.qocr("results", str(batch_id), "--by", "document"))
     states = {Path(d["source"]).name: (d["state"], d["error_code"]) for d in documents}
     assert states["long.pdf"] == ("failed", "document_too_many_pages")
     assert states["good.pdf"] == ("succeeded", None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from qocr.settings import Settings
 from tests.support.http_folder import serve_folder
 from tests.support.images import png_bytes
 from tests.support.pipeline import API_KEY, Deployment, MakeDeployment
-from tests.support.processes import QOCR, wait_until
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -94,20 +93,6 @@ def redis_message(task_id: str, kwargs: dict[str, Any]) -> bytes:
         },
     }
     return json.dumps(envelope).encode()
-
-
-def status_by_key(deployment: Deployment, key: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [*QOCR, "status", "--key", key, "--json"],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = json.loads(done.stdout)
-    return document
 
 
 def test_the_api_and_broker_only_producers_make_what_qocr_submit_makes(
@@ -192,10 +177,10 @@ def test_a_bad_message_is_a_rejection_the_producer_can_look_up(
         ), deployment.logs()[-3000:]
     producer.close()
 
-    local = status_by_key(deployment, "bad-1")
+    local = deployment.status("--key", "bad-1")
     assert local["batch"] is None and local["rejection"]["code"] == "source_not_allowed"
     assert "worker's disk" in local["rejection"]["message"]
-    unknown = status_by_key(deployment, "bad-2")
+    unknown = deployment.status("--key", "bad-2")
     assert unknown["rejection"]["code"] == "request_invalid"
     assert "colour" in unknown["rejection"]["message"]
     with deployment.store.sessions() as session:

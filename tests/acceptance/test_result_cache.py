@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from qocr.models import ItemState
 from tests.support.images import png_bytes
 from tests.support.pipeline import Deployment, MakeDeployment
-from tests.support.processes import QOCR
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,20 +26,6 @@ def write_copies(folder: Path, images: range, copies: int) -> list[str]:
         for index in images:
             (folder / f"scan-{copy:03d}-{index:02d}.png").write_bytes(png_bytes(index))
     return [hashlib.sha256(png_bytes(index)).hexdigest() for index in images]
-
-
-def status(deployment: Deployment, batch_id: int) -> dict[str, object]:
-    completed = subprocess.run(
-        [*QOCR, "status", str(batch_id), "--json"],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert completed.returncode == 0, completed.stderr
-    document: dict[str, object] = json.loads(completed.stdout)
-    return document
 
 
 def finish(deployment: Deployment, batch_id: int) -> None:
@@ -68,7 +52,7 @@ def test_fifty_copies_of_five_images_make_five_calls_and_a_rerun_none(
         finish(deployment, rerun_id)
         assert deployment.emulator.stats()["requests"] == IMAGES
 
-    first, rerun = status(deployment, batch_id), status(deployment, rerun_id)
+    first, rerun = deployment.status(str(batch_id)), deployment.status(str(rerun_id))
     assert first["cached"] == IMAGES * (COPIES - 1)
     assert rerun["cached"] == IMAGES * 2
     saved = rerun["saved"]

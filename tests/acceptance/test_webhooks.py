@@ -8,7 +8,6 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,20 +37,6 @@ def submit_with_webhook(deployment: Deployment, tmp_path: Path, url: str) -> int
 
 def delivery_states(deployment: Deployment, batch_id: int) -> list[DeliveryState]:
     return [d.state for d in WebhookStore(deployment.store.engine).for_batch(batch_id)]
-
-
-def status_json(deployment: Deployment, batch_id: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [*QOCR, "status", str(batch_id), "--json"],
-        env=deployment.env(),
-        cwd=deployment.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = json.loads(done.stdout)
-    return document
 
 
 def assert_signed(receiver: WebhookReceiver, batch_id: int) -> None:
@@ -85,7 +70,7 @@ def test_a_worker_killed_mid_delivery_still_gives_exactly_one_accepted_delivery(
     assert [request.status for request in receiver.requests] == [None, 200]
     assert len(receiver.accepted()) == 1
     assert_signed(receiver, batch_id)
-    [delivery] = status_json(deployment, batch_id)["webhooks"]
+    [delivery] = deployment.status(str(batch_id))["webhooks"]
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 2)
     assert delivery["delivery_id"] == receiver.requests[0].delivery_id
     assert json.loads(receiver.requests[1].body)["state"] == "completed"
@@ -116,7 +101,7 @@ def test_a_receiver_down_for_a_while_gets_the_delivery_once_it_is_back(
 
     assert len(receiver.requests) == len(receiver.accepted()) == 1
     assert_signed(receiver, batch_id)
-    [delivery] = status_json(deployment, batch_id)["webhooks"]
+    [delivery] = deployment.status(str(batch_id))["webhooks"]
     assert delivery["state"] == "delivered" and delivery["attempts"] >= 3
     assert delivery["url"] == f"http://127.0.0.1:{receiver.port}/…"
     shown = subprocess.run(

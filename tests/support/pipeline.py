@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -52,9 +53,10 @@ class Deployment:
         command = ["worker", "--pool", "threads", "-c", "4", *args]
         return qocr_process(command, self.env(**env), self.tmp / f"{name}.log", cwd=self.tmp)
 
-    def submit(self, *args: str, **env: str) -> int:
+    def qocr(self, *args: str, **env: str) -> str:
+        """One ``qocr`` command against this deployment; its output (it must succeed)."""
         completed = subprocess.run(
-            [*QOCR, "submit", "--json", *args],
+            [*QOCR, *args],
             env=self.env(**env),
             cwd=self.tmp,
             capture_output=True,
@@ -62,7 +64,16 @@ class Deployment:
             timeout=120,
         )
         assert completed.returncode == 0, completed.stderr
-        return int(json.loads(completed.stdout.strip().splitlines()[-1])["id"])
+        return completed.stdout
+
+    def status(self, *args: str) -> dict[str, Any]:
+        """``qocr status ARGS --json``, read."""
+        document: dict[str, Any] = json.loads(self.qocr("status", *args, "--json"))
+        return document
+
+    def submit(self, *args: str, **env: str) -> int:
+        output = self.qocr("submit", "--json", *args, **env)
+        return int(json.loads(output.strip().splitlines()[-1])["id"])
 
     @property
     def store(self) -> Store:
