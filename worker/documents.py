@@ -1,6 +1,7 @@
 """Documents at the worker: a document item becomes its pages, a page item becomes an image.
 
-:class:`ItemProcessor` asks :meth:`DocumentRunner.load` first, for every item it claims:
+:class:`ItemProcessor` asks :meth:`DocumentRunner.load` first, for every item it claims
+(and batch mode's shard builder, :mod:`worker.batch_shard`, for every item of a shard):
 
 - a **document** (a PDF or TIFF, by its bytes) is opened, its page count read and checked
   (``--pages``, ``--max-pages``), and its pages added to the batch as items of their own in

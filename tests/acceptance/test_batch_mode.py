@@ -109,21 +109,40 @@ def test_a_pdf_in_batch_mode_is_read_as_its_pages_and_merged_back_by_document(
 ) -> None:
     deployment = deploy(batch_lines_per_second=20)
     deployment.extra_env.update(BATCH_ENV)
+    # The worker that expands the PDF dies while its shard's upload waits for an answer:
+    # the next one rebuilds that file without the document, and never expands it again.
+    deployment.emulator.set_batch_faults(upload_delays=[8.0])
     scans = tmp_path / "scans"
     [image] = write_pngs(scans, 1)
     pdf = scans / "invoice.pdf"
     pdf.write_bytes(pdf_bytes(3))
 
-    with deployment.worker(name="only"):
+    with deployment.worker(name="first") as first:
         batch_id = deployment.submit(str(pdf), str(image), "--mode", "batch")
-        assert deployment.wait_finished(batch_id, timeout=120), deployment.logs()[-4000:]
+        assert wait_until(lambda: deployment.emulator.batch_stats().get("uploads", 0) >= 1, 60)
+        kill_hard(first)
+    assert "document expanded into 3 pages" in (deployment.tmp / "first.log").read_text()
+    with deployment.worker(name="second"):
+        assert deployment.wait_finished(batch_id, timeout=150), deployment.logs()[-4000:]
 
+    assert "document expanded" not in (deployment.tmp / "second.log").read_text()
     counts = deployment.counts(batch_id)
     assert (counts[ItemState.SUCCEEDED], counts[ItemState.EXPANDED]) == (4, 1)
     assert deployment.result_count(batch_id) == 4
-    # The document's pages were lines of the shards after the one that expanded it.
+    assert deployment.store.get_batch(batch_id).total_items == 5  # type: ignore[union-attr]
+    # The document's pages were lines of the shards after the one that expanded it; no
+    # file was uploaded twice, and every line was counted once.
     shards = ShardStore(deployment.store.engine).shards_of(batch_id)
     assert sum(shard.lines or 0 for shard in shards) == 4
+    stats = deployment.emulator.batch_stats()
+    assert all(count == 1 for count in stats["uploads_by_name"].values()), stats
+    with deployment.store.engine.connect() as conn:
+        outcomes = conn.execute(
+            select(Attempt.outcome)
+            .join(Item, Item.id == Attempt.item_id)
+            .where(Item.batch_id == batch_id)
+        ).all()
+    assert sorted(str(outcome) for (outcome,) in outcomes) == ["succeeded"] * 4
     exported = deployment.qocr("results", str(batch_id), "--by", "document")
     records = [json.loads(line) for line in exported.splitlines()]
     by_source = {Path(record["source"]).name: record for record in records}
