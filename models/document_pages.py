@@ -84,7 +84,7 @@ class DocumentPages(EngineBound):
 
     def page_of(self, item_id: int) -> PageRef | None:
         """The page an item is, or None for an item made from a source at submit."""
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:  # COMMIT keeps prepared statements (result_cache)
             row = conn.execute(
                 select(Item.parent_item_id, Item.page).where(
                     Item.id == item_id, Item.parent_item_id.is_not(None)

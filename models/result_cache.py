@@ -102,7 +102,10 @@ class ResultCacheQueries(EngineBound):
             "fingerprint": fingerprint,
             "not_before": not_before or _EPOCH,
         }
-        with self.engine.connect() as conn:
+        # Ended by COMMIT, not by the pool's ROLLBACK: on PostgreSQL a ROLLBACK makes psycopg
+        # drop every statement it prepared on the connection (DEALLOCATE ALL), and this read
+        # runs once an item (bench/RESULTS.md, "The call floor": PostgreSQL's CPU an item -30 %).
+        with self.engine.begin() as conn:
             row = conn.execute(_FIND, params).first()
         if row is None:
             return None

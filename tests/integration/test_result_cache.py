@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 
 from qocr.models import Attempt, Item, ItemState, Result
 from qocr.models.base import utcnow
 from qocr.models.batch_documents import batch_document
+from qocr.models.db import make_engine
 from qocr.models.documents import item_json
 from qocr.models.records import BatchSpec, SourceRow
 from qocr.models.reports import Reports
@@ -402,3 +403,23 @@ def test_url_sources_are_reused_only_when_the_batch_opted_in(setup: Setup, tmp_p
         setup.run([changed])
         assert setup.provider.calls == 4
         assert setup.result(changed).cached_from is None
+
+
+def test_the_per_item_lookup_keeps_the_connections_prepared_statements(
+    database_url: str,
+) -> None:
+    # The lookup runs once an item. Ended by the pool's ROLLBACK, it made psycopg drop every
+    # statement prepared on the connection (DEALLOCATE ALL), so PostgreSQL parsed and
+    # planned the worker's statements again and again; ended by COMMIT, they stay prepared.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("prepared statements are PostgreSQL's")
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)  # one connection
+    try:
+        lookups = ResultCacheQueries(engine)
+        for _ in range(8):  # psycopg prepares a statement on its fifth run
+            assert lookups.find_paid("0" * 64, "f" * 64) is None
+        with engine.connect() as conn:
+            prepared = conn.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+        assert prepared == 1
+    finally:
+        engine.dispose()
