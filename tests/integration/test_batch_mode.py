@@ -29,12 +29,13 @@ from qocr.models.store import Store
 from qocr.pricing import price_table
 from qocr.qwen.batch_client import BatchClient
 from qocr.qwen.options import RecognizeOptions
+from qocr.s3 import make_s3_client
 from qocr.scheduler.batch_mode import BatchModeTick, batch_client
 from qocr.settings import Settings, load_settings
 from qocr.worker.batch_shard import ShardWorker
 from qocr.worker.runtime import Runtime, memory_runtime
 from tests.support.documents import encrypted_pdf_bytes, pdf_bytes, tiff_bytes
-from tests.support.images import write_pngs
+from tests.support.images import png_bytes, write_pngs
 
 MODEL = "qwen-vl-ocr-latest"
 
@@ -77,7 +78,9 @@ class Fleet:
             self.store.complete_finished_batches()
             time.sleep(0.02)
 
-    def submit(self, sources: list[str], max_tokens: int | None = None) -> int:
+    def submit(
+        self, sources: list[str], max_tokens: int | None = None, s3_mode: str = "inline"
+    ) -> int:
         options = RecognizeOptions(model=MODEL, prompt="Read the text.", max_tokens=max_tokens)
         spec = BatchSpec(
             name="nightly",
@@ -86,6 +89,7 @@ class Fleet:
             options=options.to_dict(),
             prompt=options.prompt,
             mode="batch",
+            source_options={"s3_mode": s3_mode},
         )
         batch_id, _ = self.store.create_batch(spec, [SourceRow(s) for s in sources])
         return batch_id
@@ -219,6 +223,35 @@ def test_documents_are_read_as_pages_as_in_realtime(
     attempts = _attempts(engine, batch_id)
     assert sorted(len(outcomes) for outcomes in attempts.values()) == [1] * 6
     assert fleet.store.counts_by_state(batch_id)[ItemState.QUEUED] == 0
+
+
+def test_with_presigned_s3_images_a_documents_pages_still_go_inline(
+    make_fleet: Callable[..., Fleet], engine: Engine, s3_endpoint: str, s3_bucket: str
+) -> None:
+    # --s3-mode presign sends an S3 image as a URL the provider downloads; a PDF on S3 is
+    # downloaded by the worker, expanded, and its pages (rendered: no stored file) go inline.
+    fleet = make_fleet(s3_endpoint_url=s3_endpoint)
+    client = make_s3_client(s3_endpoint)
+    client.put_object(Bucket=s3_bucket, Key="in/invoice.pdf", Body=pdf_bytes(2))
+    client.put_object(Bucket=s3_bucket, Key="in/scan.png", Body=png_bytes(7))
+    sources = [f"s3://{s3_bucket}/in/invoice.pdf", f"s3://{s3_bucket}/in/scan.png"]
+    batch_id = fleet.submit(sources, s3_mode="presign")
+    fleet.run_until(lambda: fleet.finished(batch_id))
+
+    counts = fleet.store.counts_by_state(batch_id)
+    assert (counts[ItemState.SUCCEEDED], counts[ItemState.EXPANDED]) == (3, 1)
+    with engine.connect() as conn:
+        texts = conn.execute(
+            select(Item.source, Result.text)
+            .join(Result, Result.item_id == Item.id)
+            .where(Item.batch_id == batch_id)
+        ).all()
+    assert sorted(source for source, _ in texts) == [
+        f"{sources[0]}#page=1",
+        f"{sources[0]}#page=2",
+        sources[1],
+    ]
+    assert all(text for _, text in texts)
 
 
 def test_a_line_error_is_a_failed_attempt_and_the_item_goes_into_a_later_shard(
