@@ -9,10 +9,11 @@ here and ISO 8601 strings in the documents.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, get_type_hints
 
 from qocr.models.report_records import ItemRow
 from qocr.models.states import BatchState, ItemState
@@ -45,12 +46,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+def _read(cls: type[Record], doc: Mapping[str, Any], **given: Any) -> dict[str, Any]:
+    """The arguments of record ``cls`` from its document: each field as the document has it,
+    times parsed and enums looked up; ``given`` for those that need more (nested records).
+    A field the JSON leaves out, or one absent from the document, keeps its default."""
+    values = dict(given)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in values or not f.metadata.get("json", True) or f.name not in doc:
+            continue
+        value, kind = doc[f.name], _field_types(cls)[f.name]
+        if value is not None and kind in (datetime, datetime | None):
+            value = datetime.fromisoformat(value)
+        elif isinstance(kind, type) and issubclass(kind, Enum):
+            value = kind(value)
+        values[f.name] = value
+    return values
 
 
-def _required_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type[Record]) -> dict[str, Any]:
+    known = _FIELD_TYPES.get(cls)
+    if known is None:
+        known = _FIELD_TYPES[cls] = get_type_hints(cls)
+    return known
 
 
 @dataclass(frozen=True)
@@ -106,20 +126,7 @@ class Batch(Record):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Batch:
-        return cls(
-            id=doc["id"],
-            name=doc["name"],
-            state=BatchState(doc["state"]),
-            stop_reason=doc["stop_reason"],
-            total=doc["total"],
-            created_at=_required_time(doc["created_at"]),
-            finished_at=_time(doc["finished_at"]),
-            age_seconds=doc["age_seconds"],
-            idempotency_key=doc["idempotency_key"],
-            done=doc["done"],
-            failed=doc["failed"],
-            counts=Counts.from_document(doc["counts"]),
-        )
+        return cls(**_read(cls, doc, counts=Counts.from_document(doc["counts"])))
 
 
 @dataclass(frozen=True)
@@ -193,18 +200,7 @@ class WebhookDelivery(Record):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> WebhookDelivery:
-        return cls(
-            delivery_id=doc["delivery_id"],
-            event=doc["event"],
-            url=doc["url"],
-            state=doc["state"],
-            attempts=doc["attempts"],
-            last_http_status=doc["last_http_status"],
-            last_error=doc["last_error"],
-            created_at=_required_time(doc["created_at"]),
-            next_attempt_at=_time(doc["next_attempt_at"]),
-            delivered_at=_time(doc["delivered_at"]),
-        )
+        return cls(**_read(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -233,18 +229,7 @@ class Shard(Record):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Shard:
-        return cls(
-            id=doc["id"],
-            state=doc["state"],
-            provider_status=doc["provider_status"],
-            provider_batch_id=doc["provider_batch_id"],
-            lines=doc["lines"],
-            request_counts=RequestCounts(**doc["request_counts"]),
-            error=doc["error"],
-            created_at=_required_time(doc["created_at"]),
-            submitted_at=_time(doc["submitted_at"]),
-            finished_at=_time(doc["finished_at"]),
-        )
+        return cls(**_read(cls, doc, request_counts=RequestCounts(**doc["request_counts"])))
 
 
 @dataclass(frozen=True)
@@ -285,39 +270,20 @@ class BatchStatus(Record):
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> BatchStatus:
         throughput = doc["throughput"]
-        return cls(
-            id=doc["id"],
-            name=doc["name"],
-            state=BatchState(doc["state"]),
-            stop_reason=doc["stop_reason"],
-            total=doc["total"],
-            created_at=_required_time(doc["created_at"]),
-            finished_at=_time(doc["finished_at"]),
-            age_seconds=doc["age_seconds"],
-            idempotency_key=doc["idempotency_key"],
-            api=doc["api"],
-            mode=doc["mode"],
-            model=doc["model"],
-            task=doc["task"],
-            counts=Counts.from_document(doc["counts"]),
-            done=doc["done"],
-            progress=doc["progress"],
-            throughput=None if throughput is None else Throughput(**throughput),
-            eta_seconds=doc["eta_seconds"],
-            usage=TokenUsage.from_document(doc["usage"]),
-            finish_reasons=dict(doc["finish_reasons"]),
-            truncated=doc["truncated"],
-            errors=dict(doc["errors"]),
-            cost=Cost.from_document(doc["cost"]),
-            cached=doc["cached"],
-            documents=DocumentCounts(**doc["documents"]),
-            saved=Saved(**doc["saved"]),
-            notify_url=doc["notify_url"],
-            webhooks=tuple(WebhookDelivery.from_document(d) for d in doc["webhooks"]),
-            shards=None
-            if "shards" not in doc
-            else tuple(Shard.from_document(d) for d in doc["shards"]),
-        )
+        given: dict[str, Any] = {
+            "counts": Counts.from_document(doc["counts"]),
+            "throughput": None if throughput is None else Throughput(**throughput),
+            "usage": TokenUsage.from_document(doc["usage"]),
+            "finish_reasons": dict(doc["finish_reasons"]),
+            "errors": dict(doc["errors"]),
+            "cost": Cost.from_document(doc["cost"]),
+            "documents": DocumentCounts(**doc["documents"]),
+            "saved": Saved(**doc["saved"]),
+            "webhooks": tuple(WebhookDelivery.from_document(d) for d in doc["webhooks"]),
+        }
+        if "shards" in doc:
+            given["shards"] = tuple(Shard.from_document(d) for d in doc["shards"])
+        return cls(**_read(cls, doc, **given))
 
 
 @dataclass(frozen=True)

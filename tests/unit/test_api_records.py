@@ -81,6 +81,7 @@ def test_a_batch_status_is_its_document() -> None:
 
     assert list(status.to_dict().items()) == list(document.items())
     assert status.state is BatchState.RUNNING and status.counts.succeeded == 2
+    assert isinstance(status.created_at, datetime) and status.finished_at is None
     assert status.throughput is not None and status.throughput.finished_in_window == 3
     assert status.cost.models[0].model == "qwen-vl-ocr-latest"
     assert status.notify_url == "https://hooks.example.com/…"
@@ -118,6 +119,7 @@ def test_a_batch_mode_status_carries_its_shards_and_a_realtime_one_has_none() ->
     assert (read.id, read.state, read.provider_status) == (3, "submitted", "in_progress")
     assert read.request_counts.completed == 1 and read.lines == 2
     assert read.submitted_at == NOW - timedelta(minutes=1) and read.finished_at is None
+    assert read.created_at == NOW - timedelta(minutes=2)
     assert read.error is not None and SECRET not in read.error
 
 
@@ -129,6 +131,7 @@ def test_a_batch_is_its_status_list_line_and_submit_says_whether_it_existed() ->
     assert list(batch.to_dict().items()) == list(document.items())
     assert "existing" not in batch.to_dict() and batch.existing is False
     assert (batch.done, batch.failed, batch.counts.queued) == (3, 1, 1)
+    assert batch.state is BatchState.RUNNING and isinstance(batch.created_at, datetime)
 
 
 def test_an_item_result_is_its_jsonl_line_with_the_secret_masked() -> None:
